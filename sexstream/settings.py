@@ -1,0 +1,153 @@
+"""The one settings object: conf/sexstream.toml, a user's file over it, CLI flags over both.
+
+`Settings` is a frozen dataclass of plain values (str, float, int, tuples), so it
+pickles to Spark executors as it is and hashes the same everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+#: The folder of the packaged defaults (sexstream.toml, default.sex/.conv/.nnw).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_TOML = CONF_DIR / "sexstream.toml"
+DEFAULT_SEX = CONF_DIR / "default.sex"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, as plain data.
+
+    Paths are absolute strings once `load` has resolved them. `overrides` is a tuple
+    of (NAME, VALUE) pairs given to SExtractor after its config file.
+    """
+
+    raw: str = "var/raw"
+    sink: str = "var/sink"
+    checkpoint: str = "var/checkpoint"
+    keys: tuple[str, ...] = ("NUMBER", "EXT_NUMBER", "FLUX_ISO", "MAG_ISO", "ALPHA_SKY",
+                             "DELTA_SKY", "FLUXERR_ISO", "MAGERR_ISO")
+    fitskeys: tuple[str, ...] = ("RA_DEG", "DEC_DEG", "FILTER", "RUNID")
+    healpix_order: int = 12
+    binary: str = ""
+    config: str = ""
+    overrides: tuple[tuple[str, str], ...] = ()
+    timeout: float = 600.0
+    max_image_bytes: int = 4_000_000_000
+    retries: int = 2
+    trigger: float = 1.0
+    max_files_per_trigger: int = 64
+    master: str = "local[*]"
+    files_per_task: int = 1
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8765
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def config_path(self) -> Path:
+        """The SExtractor config file in effect (the packaged default.sex if none given)."""
+        return Path(self.config) if self.config else DEFAULT_SEX
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with `changes` applied (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_TOML_MAP = {
+    ("paths", "raw"): "raw",
+    ("paths", "sink"): "sink",
+    ("paths", "checkpoint"): "checkpoint",
+    ("catalog", "keys"): "keys",
+    ("catalog", "fitskeys"): "fitskeys",
+    ("catalog", "healpix_order"): "healpix_order",
+    ("sextractor", "binary"): "binary",
+    ("sextractor", "config"): "config",
+    ("sextractor", "set"): "overrides",
+    ("sextractor", "timeout"): "timeout",
+    ("sextractor", "max_image_bytes"): "max_image_bytes",
+    ("sextractor", "retries"): "retries",
+    ("stream", "trigger"): "trigger",
+    ("stream", "max_files_per_trigger"): "max_files_per_trigger",
+    ("stream", "master"): "master",
+    ("stream", "files_per_task"): "files_per_task",
+    ("dashboard", "host"): "dashboard_host",
+    ("dashboard", "port"): "dashboard_port",
+}
+
+
+def _from_toml(doc: Mapping[str, Any], source: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{source}: top-level key {section!r} must be a [section]")
+        for key, value in table.items():
+            name = _TOML_MAP.get((section, key))
+            if name is None:
+                known = ", ".join(f"{s}.{k}" for s, k in _TOML_MAP)
+                raise ValueError(f"{source}: unknown setting {section}.{key} (known: {known})")
+            values[name] = value
+    return values
+
+
+def _normalise(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(values)
+    for name in ("keys", "fitskeys"):
+        if name in out:
+            v = out[name]
+            out[name] = tuple(split_list(v) if isinstance(v, str) else (str(x).strip() for x in v))
+    if "overrides" in out:
+        v = out["overrides"]
+        items = v.items() if isinstance(v, Mapping) else v
+        out["overrides"] = tuple((str(k).strip().upper(), str(x).strip()) for k, x in items)
+    for name in ("raw", "sink", "checkpoint", "config", "binary"):
+        v = out.get(name)
+        if v and (name != "binary" or "/" in str(v)):
+            out[name] = str((base / Path(str(v)).expanduser()).resolve())
+    return out
+
+
+def split_list(text: str) -> list[str]:
+    """Split "A,B, C(3)" into keys, keeping commas inside parentheses: VIGNET(15,15)."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return [p for p in parts if p]
+
+
+def load(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: packaged defaults, then `config` (a TOML file), then `overrides`.
+
+    `overrides` use the field names of `Settings`; None means "not given". Paths from
+    TOML files are resolved against the current directory, like CLI paths.
+    """
+    cwd = Path.cwd()
+    values: dict[str, Any] = {}
+    for source in (DEFAULT_TOML, Path(config) if config else None):
+        if source is None:
+            continue
+        if not source.is_file():
+            raise FileNotFoundError(f"settings file not found: {source}")
+        with open(source, "rb") as fh:
+            values.update(_from_toml(tomllib.load(fh), source))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(Settings)}
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    if "overrides" in given and "overrides" in values:
+        merged = dict(_normalise({"overrides": values["overrides"]}, cwd)["overrides"])
+        merged.update(_normalise({"overrides": given["overrides"]}, cwd)["overrides"])
+        given["overrides"] = tuple(merged.items())
+    values.update(given)
+    return Settings(**_normalise(values, cwd))
