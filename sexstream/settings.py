@@ -126,15 +126,15 @@ def split_list(text: str) -> list[str]:
     return [p for p in parts if p]
 
 
-def load(config: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings: packaged defaults, then `config` (a TOML file), then `overrides`.
+def load(settings_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: packaged defaults, then `settings_file` (TOML), then `overrides`.
 
     `overrides` use the field names of `Settings`; None means "not given". Paths from
     TOML files are resolved against the current directory, like CLI paths.
     """
     cwd = Path.cwd()
     values: dict[str, Any] = {}
-    for source in (DEFAULT_TOML, Path(config) if config else None):
+    for source in (DEFAULT_TOML, Path(settings_file) if settings_file else None):
         if source is None:
             continue
         if not source.is_file():
