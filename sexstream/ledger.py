@@ -1,0 +1,58 @@
+"""What the sink already holds: (path, content hash) of images ingested ok with one config.
+
+The streaming checkpoint is what normally keeps an image from being processed twice;
+the ledger is the second guard, read from the images table itself: a replay of the
+same folders, or a daemon started on a new checkpoint over an existing sink, skips
+images whose very bytes were already measured with the same effective config.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+
+class Ledger:
+    """In-memory index path -> content hashes, for one config hash."""
+
+    def __init__(self, config_hash: str):
+        self.config_hash = config_hash
+        self._known: dict[str, set[str]] = defaultdict(set)
+
+    @classmethod
+    def load(cls, images_dir: str, config_hash: str) -> "Ledger":
+        """Read the images table (through the Delta log) once; empty if it does not exist."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        ledger = cls(config_hash)
+        try:
+            dt = DeltaTable(images_dir)
+        except TableNotFoundError:
+            return ledger
+        table = dt.to_pyarrow_table(columns=["path", "content_hash", "config_hash", "status"])
+        ledger._add(table)
+        return ledger
+
+    def _add(self, table) -> None:
+        mask = pc.and_(pc.equal(table["status"], "ok"), pc.equal(table["config_hash"], self.config_hash))
+        kept = table.filter(mask)
+        for path, h in zip(kept["path"].to_pylist(), kept["content_hash"].to_pylist()):
+            if h:
+                self._known[path].add(h)
+
+    def add_parts(self, parts, table_dir: str) -> None:
+        """Learn the images rows of freshly committed part files."""
+        for part in parts:
+            t = pq.read_table(Path(table_dir) / part.path,
+                              columns=["path", "content_hash", "config_hash", "status"])
+            self._add(t)
+
+    def known_for(self, paths: list[str]) -> dict[str, frozenset[str]]:
+        """The known content hashes of each of `paths` that has any."""
+        return {p: frozenset(self._known[p]) for p in paths if p in self._known}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._known.values())

@@ -1,0 +1,52 @@
+"""Arrow schemas of the two tables' fixed columns, and image records -> Arrow rows.
+
+See docs/tables.md for the meaning of every column.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pyarrow as pa
+
+from sexstream.catalog import header_column
+
+SOURCES = "sources"
+IMAGES = "images"
+TABLES = (SOURCES, IMAGES)
+
+UTC_US = pa.timestamp("us", tz="UTC")
+FOOTPRINT = pa.struct([("ext_number", pa.int32()), ("hdu", pa.int32()),
+                       ("ra", pa.list_(pa.float64())), ("dec", pa.list_(pa.float64()))])
+
+#: The images table's fixed columns, in order; header keys come after `footprints`.
+IMAGE_FIELDS = (
+    ("path", pa.string()), ("image_id", pa.string()), ("content_hash", pa.string()),
+    ("size", pa.int64()), ("mtime", UTC_US), ("status", pa.string()), ("reason", pa.string()),
+    ("n_sources", pa.int64()), ("n_extensions", pa.int32()), ("footprints", pa.list_(FOOTPRINT)),
+)
+IMAGE_TAIL_FIELDS = (
+    ("obs_mjd", pa.float64()), ("sextractor_version", pa.string()), ("config_hash", pa.string()),
+    ("host", pa.string()), ("started", UTC_US), ("duration_s", pa.float64()),
+    ("attempts", pa.int32()),
+)
+BOOKKEEPING = (("batch_id", pa.int64()), ("ingest_time", UTC_US))
+
+
+def images_table(records: list[dict], fitskeys: tuple[str, ...], batch_id: int,
+                 ingest_time: datetime) -> pa.Table:
+    """One row per image record (from `extractor.extract`), typed as docs/tables.md says."""
+    cols: dict[str, pa.Array] = {}
+    for name, typ in IMAGE_FIELDS:
+        cols[name] = pa.array([r.get(name) for r in records], type=typ)
+    for key in fitskeys:
+        cols[key] = header_column([r.get(key) for r in records])
+    for name, typ in IMAGE_TAIL_FIELDS:
+        cols[name] = pa.array([r.get(name) for r in records], type=typ)
+    return stamp(pa.table(cols), batch_id, ingest_time)
+
+
+def stamp(table: pa.Table, batch_id: int, ingest_time: datetime) -> pa.Table:
+    """Append the bookkeeping columns `batch_id` and `ingest_time` to a part's rows."""
+    n = table.num_rows
+    table = table.append_column("batch_id", pa.array([batch_id] * n, pa.int64()))
+    return table.append_column("ingest_time", pa.array([ingest_time] * n, UTC_US))
