@@ -24,16 +24,11 @@ class Ledger:
     @classmethod
     def load(cls, images_dir: str, config_hash: str) -> "Ledger":
         """Read the images table (through the Delta log) once; empty if it does not exist."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from sexstream.tables import open_table, read_table
 
         ledger = cls(config_hash)
-        try:
-            dt = DeltaTable(images_dir)
-        except TableNotFoundError:
-            return ledger
-        table = dt.to_pyarrow_table(columns=["path", "content_hash", "config_hash", "status"])
-        ledger._add(table)
+        if open_table(images_dir) is not None:
+            ledger._add(read_table(images_dir, columns=["path", "content_hash", "config_hash", "status"]))
         return ledger
 
     def _add(self, table) -> None:

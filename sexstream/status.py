@@ -6,20 +6,18 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from sexstream.tables import open_table, read_table
+
 
 def _table(path: Path):
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(str(path))
-    except TableNotFoundError:
-        return None
+    return open_table(str(path))
 
 
 def _rows_from_stats(dt) -> int:
     """Row count from the add actions' statistics: no data file is opened."""
-    actions = dt.get_add_actions(flatten=True)
+    import pyarrow as pa
+
+    actions = pa.table(dt.get_add_actions(flatten=True))
     return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
 
 
@@ -41,7 +39,8 @@ def report(sink: str, recent: int = 10) -> dict:
     if history:
         ts = history[0].get("timestamp")
         out["last_commit"] = datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None
-    t = img.to_pyarrow_table(columns=["path", "status", "reason", "batch_id", "ingest_time", "n_sources"])
+    t = read_table(str(sink_path / "images"),
+                   columns=["path", "status", "reason", "batch_id", "ingest_time", "n_sources"])
     if t.num_rows == 0:
         return out
     df = t.to_pandas().sort_values(["batch_id", "ingest_time"])

@@ -1,0 +1,143 @@
+"""The Structured Streaming query over raw directories, and the daemon's run loop.
+
+Usable as `sexstream run ...` or `spark-submit streaming/job.py ...` (same flags).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sexstream.extractor import Plan
+from sexstream.ledger import Ledger
+from sexstream.schema import IMAGES
+from sexstream.settings import Settings
+from streaming.batch import BatchRunner, sink_table
+
+log = logging.getLogger("sexstream")
+
+#: binaryFile needs an explicit schema for a stream; `content` is never selected, so
+#: Spark never reads the pixels.
+FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length LONG, content BINARY"
+#: Names of FITS images, plain or compressed. Spark's file source already skips hidden
+#: names (`.*`, `_*`); temporary names (`*.tmp`, `*.part`, `*_COPYING_`) never match.
+FITS_GLOB = ("*.{fits,fit,fts,fz,FITS,FIT,FTS,FZ,fits.gz,fit.gz,fts.gz,fits.bz2,fit.bz2,fts.bz2,"
+             "FITS.gz,FITS.bz2,fits.fz}")
+
+
+def file_stream(spark, folder: str, *, max_files: int, latest_first: bool = False):
+    """A streaming DataFrame of (path, length, modificationTime) for new FITS files below
+    `folder` (recursive); at most `max_files` per micro-batch."""
+    return (spark.readStream.format("binaryFile").schema(FILE_SCHEMA)
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", FITS_GLOB)
+            .option("maxFilesPerTrigger", str(max_files))
+            .option("latestFirst", str(latest_first).lower())
+            .load(folder)
+            .select("path", "length", "modificationTime"))
+
+
+def start_query(spark, settings: Settings, plan: Plan, folders: list[str], *, checkpoint: str,
+                trigger: float | None = None, available_now: bool = False, ledger: Ledger | None = None,
+                on_batch=None, name: str | None = None):
+    """Start the query that feeds `BatchRunner`; returns (StreamingQuery, runner)."""
+    Path(settings.sink).mkdir(parents=True, exist_ok=True)
+    df = None
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        s = file_stream(spark, folder, max_files=settings.max_files_per_trigger)
+        df = s if df is None else df.union(s)
+    runner = BatchRunner(spark, plan, settings.sink, checkpoint,
+                         files_per_task=settings.files_per_task, ledger=ledger, on_batch=on_batch)
+    writer = df.writeStream.foreachBatch(runner).option("checkpointLocation", checkpoint)
+    if name:
+        writer = writer.queryName(name)
+    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
+        processingTime=f"{trigger if trigger is not None else settings.trigger} seconds")
+    return writer.start(), runner
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT ask the loop to stop after the batch in progress."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal_name = None
+
+    def install(self) -> "GracefulStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+
+def stop_between_batches(query, timeout: float = 3600.0) -> None:
+    """Stop `query` when no trigger is active, so the batch in progress completes."""
+    deadline = time.monotonic() + timeout
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    query.stop()
+
+
+def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
+               stop: GracefulStop | None = None, ready=None) -> int:
+    """`sexstream run`: watch settings.raw until SIGTERM/SIGINT; returns an exit code."""
+    from sexstream import extractor
+    from streaming.preflight import check_executors
+    from streaming.session import build_session
+
+    plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
+    stop = stop or GracefulStop().install()
+    spark = build_session(settings, "sexstream-run", ui=ui)
+    board = None
+    try:
+        report = check_executors(spark, settings)
+        log.info("preflight: %s", report.summary() if hasattr(report, "summary") else report)
+        ledger = Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
+        query, runner = start_query(spark, settings, plan, [settings.raw], checkpoint=settings.checkpoint,
+                                    ledger=ledger, name="sexstream_run")
+        log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,
+                 settings.sink, settings.checkpoint, query.id, settings.trigger)
+        if dashboard:
+            from sexstream.dashboard.server import Dashboard
+
+            board = Dashboard(settings.sink, settings.dashboard_host, settings.dashboard_port).start()
+            log.info("dashboard: %s", board.url)
+        if ready is not None:
+            ready(query)
+        while query.isActive and not stop.event.wait(0.5):
+            pass
+        if stop.event.is_set():
+            log.info("%s: finishing the batch in progress, then stopping", stop.signal_name or "stop")
+            stop_between_batches(query)
+        exc = query.exception()
+        if exc is not None:
+            log.error("the streaming query failed: %s", exc)
+            return 1
+        log.info("stopped cleanly after %d batch(es)", len(runner.history))
+        return 0
+    finally:
+        if board is not None:
+            board.stop()
+        spark.stop()
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":  # spark-submit streaming/job.py run ...
+    from sexstream.cli import main
+
+    sys.exit(main(sys.argv[1:] if len(sys.argv) > 1 and not sys.argv[1].startswith("-")
+                  else ["run", *sys.argv[1:]]))
