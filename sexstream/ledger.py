@@ -1,4 +1,5 @@
-"""What the sink already holds: (path, content hash) of images ingested ok with one config.
+"""What the sink already holds: (path, content hash) of images with a final verdict
+("ok" or "failed", not "incomplete") under one config.
 
 The streaming checkpoint is what normally keeps an image from being processed twice;
 the ledger is the second guard, read from the images table itself: a replay of the
@@ -10,8 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+#: Verdicts that end an image's processing for a given content and config; an
+#: "incomplete" image is measured again once its file changes.
+FINAL = ("ok", "failed")
 
 
 class Ledger:
@@ -32,7 +38,8 @@ class Ledger:
         return ledger
 
     def _add(self, table) -> None:
-        mask = pc.and_(pc.equal(table["status"], "ok"), pc.equal(table["config_hash"], self.config_hash))
+        final = pc.is_in(table["status"], value_set=pa.array(FINAL))
+        mask = pc.and_(final, pc.equal(table["config_hash"], self.config_hash))
         kept = table.filter(mask)
         for path, h in zip(kept["path"].to_pylist(), kept["content_hash"].to_pylist()):
             if h:

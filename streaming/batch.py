@@ -74,7 +74,7 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> It
 
             try:
                 if content_hash(path) in known:
-                    yield ("image", "skipped", 0, "already in the sink with this config", path)
+                    yield ("image", "skipped", 0, "already measured with this config", path)
                     continue
             except OSError:
                 pass

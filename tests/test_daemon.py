@@ -14,6 +14,7 @@ import pytest
 from conftest import REAL, real_images
 from daemon_harness import SEXSTREAM, Daemon, drop
 from sexstream import extractor, settings, synthetic
+from spark_fixtures import spark_infra, standalone_cluster  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.spark
 
@@ -133,3 +134,28 @@ def test_crashes_between_parts_commits_and_checkpoint_are_idempotent(daemon, gen
     in_log = {Path(u).name for u in DeltaTable(str(daemon.sink / "sources")).file_uris()}
     assert in_log < on_disk
     assert_rows_equal_direct(sources, first)
+
+
+@pytest.fixture
+def cluster_daemon(tmp_path, standalone_cluster):
+    d = Daemon(tmp_path, extra=["--keys", KEYS, "--fitskeys", FITSKEYS,
+                                "--master", standalone_cluster.master_url])
+    yield d
+    d.stop()
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is absent")
+def test_the_same_end_to_end_on_a_two_worker_standalone_cluster(cluster_daemon, standalone_cluster, generated):
+    d = cluster_daemon
+    real = [p for p in real_images() if p.parent.name in ("legacypipe", "sewpy")][:8]
+    first = [drop(p, d.raw, f"r{i:02d}_{p.name}") for i, p in enumerate(real)]
+    d.start()
+    later = [drop(p, d.raw / "gen") for p in generated[:6]]
+    paths = first + later
+    images = d.wait_for_paths(paths, timeout=300)
+    assert d.terminate() == 0
+    images, sources = assert_exactly_once(d, paths)
+    assert set(images["status"]) == {"ok"}, images[images.status != "ok"][["path", "reason"]]
+    assert_rows_equal_direct(sources, paths)
+    log = d.log.read_text()
+    assert "preflight: 2 executor(s)" in log, log[-3000:]
