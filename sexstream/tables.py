@@ -59,11 +59,21 @@ def read_table(table_dir: str | os.PathLike[str], columns: list[str] | None = No
     table = open_table(table_dir)
     if table is None:
         return _empty(columns)
-    filesystem = None
-    if "://" not in str(table_dir):
-        root = os.path.abspath(str(table_dir))
-        filesystem = pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
-    return table.to_pyarrow_table(columns=columns, filters=filters, filesystem=filesystem)
+    return table.to_pyarrow_table(columns=columns, filters=filters, filesystem=_filesystem(table_dir))
+
+
+def _filesystem(table_dir: str | os.PathLike[str]):
+    """pyarrow's own file system for a local table (see the module doc), else None."""
+    if "://" in str(table_dir):
+        return None
+    return pafs.SubTreeFileSystem(os.path.abspath(str(table_dir)), pafs.LocalFileSystem())
+
+
+def open_dataset(table_dir: str | os.PathLike[str]):
+    """A `pyarrow.dataset.Dataset` of the table's committed files (None: no table), for
+    streaming reads in record batches."""
+    table = open_table(table_dir)
+    return None if table is None else table.to_pyarrow_dataset(filesystem=_filesystem(table_dir))
 
 
 def read_sources(sink: str | os.PathLike[str], columns: list[str] | None = None,

@@ -42,14 +42,22 @@ def file_stream(spark, folder: str, *, max_files: int, latest_first: bool = Fals
 
 def start_query(spark, settings: Settings, plan: Plan, folders: list[str], *, checkpoint: str,
                 trigger: float | None = None, available_now: bool = False, ledger: Ledger | None = None,
-                on_batch=None, name: str | None = None):
-    """Start the query that feeds `BatchRunner`; returns (StreamingQuery, runner)."""
+                on_batch=None, name: str | None = None, requeue: str | None = None):
+    """Start the query that feeds `BatchRunner`; returns (StreamingQuery, runner).
+
+    `requeue`: a folder of manifests (streaming.arrivals) read as a second source."""
     Path(settings.sink).mkdir(parents=True, exist_ok=True)
     df = None
     for folder in folders:
         Path(folder).mkdir(parents=True, exist_ok=True)
         s = file_stream(spark, folder, max_files=settings.max_files_per_trigger)
         df = s if df is None else df.union(s)
+    if requeue:
+        from pyspark.sql import functions as F
+
+        from streaming.arrivals import requeue_stream
+
+        df = df.withColumn("force", F.lit(False)).unionByName(requeue_stream(spark, requeue))
     runner = BatchRunner(spark, plan, settings.sink, checkpoint,
                          files_per_task=settings.files_per_task, ledger=ledger, on_batch=on_batch)
     writer = df.writeStream.foreachBatch(runner).option("checkpointLocation", checkpoint)
@@ -58,6 +66,23 @@ def start_query(spark, settings: Settings, plan: Plan, folders: list[str], *, ch
     writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
         processingTime=f"{trigger if trigger is not None else settings.trigger} seconds")
     return writer.start(), runner
+
+
+def _import_core(_items):
+    import astropy.wcs  # noqa: F401  (footprints)
+    import astropy_healpix  # noqa: F401
+
+    import streaming.batch  # noqa: F401  (the extractor, the sink)
+
+    yield 1
+
+
+def warm_up(spark) -> None:
+    """Start one Python worker per executor core and import the core there, so that the
+    first micro-batch pays no interpreter start-up (workers are reused between jobs)."""
+    sc = spark.sparkContext
+    slots = max(1, sc.defaultParallelism)
+    sc.parallelize(range(slots), slots).mapPartitions(_import_core).count()
 
 
 class GracefulStop:
@@ -91,19 +116,26 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
                stop: GracefulStop | None = None, ready=None) -> int:
     """`sexstream run`: watch settings.raw until SIGTERM/SIGINT; returns an exit code."""
     from sexstream import extractor
+    from sexstream.requeue import requeue_folder
+    from streaming.arrivals import ArrivalGate
     from streaming.preflight import check_executors
     from streaming.session import build_session
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = stop or GracefulStop().install()
     spark = build_session(settings, "sexstream-run", ui=ui)
-    board = None
+    board = gate = None
     try:
         report = check_executors(spark, settings)
+        warm_up(spark)
         log.info("preflight: %s", report.summary() if hasattr(report, "summary") else report)
         ledger = Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
+        requeue = str(requeue_folder(settings.checkpoint))
+        gate = ArrivalGate(settings.raw, requeue, sink_table(settings.sink, IMAGES),
+                           quiet=settings.arrival_quiet, grace=settings.arrival_grace,
+                           max_lines=settings.max_files_per_trigger).start()
         query, runner = start_query(spark, settings, plan, [settings.raw], checkpoint=settings.checkpoint,
-                                    ledger=ledger, name="sexstream_run")
+                                    ledger=ledger, name="sexstream_run", requeue=requeue)
         log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,
                  settings.sink, settings.checkpoint, query.id, settings.trigger)
         if dashboard:
@@ -125,6 +157,8 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         log.info("stopped cleanly after %d batch(es)", len(runner.history))
         return 0
     finally:
+        if gate is not None:
+            gate.stop()
         if board is not None:
             board.stop()
         spark.stop()
