@@ -30,9 +30,9 @@ SEED_KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,ALPHA_SKY,DELTA_SKY,FLUXERR_ISO,
 FITSKEYS = "RA_DEG,DEC_DEG,FILTER,RUNID"
 
 
-def run(argv: list[str], env: dict | None = None) -> tuple[float, str]:
+def run(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
     elapsed = time.perf_counter() - t0
     if proc.returncode not in (0,):
         raise SystemExit(f"{argv[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -67,7 +67,8 @@ def main() -> None:
         bare_s = number(r"wall_s=([0-9.]+)", out)
         print(f"bare      {out.strip().splitlines()[-1]}")
 
-        seed_wall, out = run([sys.executable, str(base / "seed_pipeline.py"), f"{images}/*.fits"], env)
+        # the seed writes default.param in its working directory: give it the temp dir
+        seed_wall, out = run([sys.executable, str(base / "seed_pipeline.py"), f"{images}/*.fits"], env, cwd=tmp)
         seed_total = number(r"total_s=([0-9.]+)", out)
         seed_work = number(r"work_s=([0-9.]+)", out)
         print(f"seed      {[ln for ln in out.splitlines() if ln.startswith('seed ')][-1]} "

@@ -165,8 +165,8 @@ def run_replay(args: argparse.Namespace) -> int:
     progress = Progress(total=len(files), every=args.progress_every).start(already)
     log.info("replay of %d files in %d folder(s), %d already measured with config %s; checkpoint %s",
              len(files), len(folders), already, plan.config_hash, checkpoint)
-    stop = GracefulStop().install()
     spark = build_session(settings, "sexstream-replay", ui=args.ui)
+    stop = GracefulStop().install()  # after the SparkContext, which installs its own SIGINT handler
     try:
         warm_up(spark)
         startup = time.monotonic() - t0
