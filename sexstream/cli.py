@@ -27,6 +27,8 @@ def add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--binary", help="SExtractor executable (default: source-extractor, sex or "
                    "sextractor on PATH)")
     p.add_argument("--timeout", type=float, help="seconds per image before SExtractor is killed")
+    p.add_argument("--max-image-bytes", type=int, dest="max_image_bytes",
+                   help="larger inputs (raw or decompressed) are recorded as failed, never extracted")
 
 
 def settings_from_args(args: argparse.Namespace, **more) -> Settings:
@@ -43,7 +45,7 @@ def settings_from_args(args: argparse.Namespace, **more) -> Settings:
     for item in getattr(args, "overrides", []) or []:
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
-            raise SystemExit(f"sexstream: --set takes NAME=VALUE, got {item!r}")
+            raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
         overrides.append((name.strip().upper(), value.strip()))
     keys = getattr(args, "keys", None)
     fitskeys = getattr(args, "fitskeys", None)
@@ -55,6 +57,7 @@ def settings_from_args(args: argparse.Namespace, **more) -> Settings:
         overrides=tuple(overrides) or None,
         binary=getattr(args, "binary", None),
         timeout=getattr(args, "timeout", None),
+        max_image_bytes=getattr(args, "max_image_bytes", None),
         **more,
     )
 
@@ -150,7 +153,7 @@ def _command_modules():
     import importlib
 
     mods = []
-    for name in ("streaming.commands", "sexstream.dashboard.commands"):
+    for name in ("sexstream.maintenance", "streaming.commands", "sexstream.dashboard.commands"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
