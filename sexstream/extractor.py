@@ -8,6 +8,7 @@ what went wrong.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import signal
@@ -122,17 +123,21 @@ def prepare(settings: Settings) -> Plan:
 
 def content_hash(path: str | Path) -> str:
     """xxh3-128 of the file's bytes, hex."""
-    h = xxhash.xxh3_128()
     with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        try:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                return xxhash.xxh3_128_hexdigest(view)  # no copy of the pixels
+        except ValueError:  # an empty file cannot be mapped
+            return xxhash.xxh3_128_hexdigest(fh.read())
 
 
 def _tail(text: str) -> str:
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines()
-             if ln.strip() and not ln.strip().startswith(">")]
-    return " | ".join(lines[-STDERR_TAIL:])
+    """The last lines of SExtractor's stderr: its messages ("> Sorry, I don't know that
+    kind of data.") without the "> " prefix; progress lines (drawn with ANSI cursor
+    moves) are left out."""
+    lines = [ln.strip().lstrip(">").strip() for ln in text.replace("\r", "\n").splitlines()
+             if "\x1b[" not in ln]
+    return " | ".join([ln for ln in lines if ln][-STDERR_TAIL:])
 
 
 def run_sextractor(image: Path, plan: Plan, workdir: Path) -> Path:
@@ -173,13 +178,14 @@ def run_sextractor(image: Path, plan: Plan, workdir: Path) -> Path:
     return cat
 
 
-def _prepare_input(path: Path, workdir: Path) -> tuple[Path, list[inputs.HDUInfo]]:
+def _prepare_input(path: Path, workdir: Path, limit: int | None = None) -> tuple[Path, list[inputs.HDUInfo]]:
     """Return a file SExtractor can read (the raw file by a safe name, or a decompressed
-    copy in `workdir`) and its HDUs; raise InputError for a bad or incomplete input."""
+    copy in `workdir`, at most `limit` bytes) and its HDUs; raise InputError for a bad or
+    incomplete input."""
     kind = inputs.sniff(path)
     if kind in ("gzip", "bzip2"):
         try:
-            plain = inputs.decompress_stream(path, kind, workdir / "decompressed.fits")
+            plain = inputs.decompress_stream(path, kind, workdir / "decompressed.fits", limit)
         except InputError as exc:
             if "end-of-stream" in str(exc) or "Compressed file ended" in str(exc):
                 raise InputError(f"truncated {kind} stream (download not finished?)",
@@ -203,6 +209,7 @@ def _prepare_input(path: Path, workdir: Path) -> tuple[Path, list[inputs.HDUInfo
         kinds = ", ".join(f"HDU {h.index}: {h.header.get('XTENSION', 'PRIMARY').strip()} "
                           f"NAXIS={h.header.get('NAXIS', 0)}" for h in hdus)
         raise InputError(f"no image to measure ({kinds})")
+    inputs.check_planes(images)
     if source is path:
         source = inputs.safe_link(path, workdir)
     return source, hdus
@@ -211,7 +218,7 @@ def _prepare_input(path: Path, workdir: Path) -> tuple[Path, list[inputs.HDUInfo
 def _attempt(path: Path, plan: Plan, record: dict, tmp_root: str | None) -> pa.Table:
     workdir = Path(tempfile.mkdtemp(prefix="sexstream-", dir=tmp_root))
     try:
-        image, hdus = _prepare_input(path, workdir)
+        image, hdus = _prepare_input(path, workdir, plan.max_image_bytes)
         primary = hdus[0].header
         images = [h for h in hdus if h.is_image]
         first = images[0].header
@@ -229,6 +236,18 @@ def _attempt(path: Path, plan: Plan, record: dict, tmp_root: str | None) -> pa.T
         return catalog.read(cat, plan, [h.header for h in images], primary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_unchanged(path: Path, before: os.stat_result) -> None:
+    """InputError "incomplete" when `path` changed (size or mtime) since `before`: it is
+    still being written, and what was read is not one version of the file."""
+    try:
+        now = path.stat()
+    except OSError:
+        return  # gone or unreadable now: the attempt's own error says so
+    if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise InputError(f"file changed while it was being read ({before.st_size} -> {now.st_size} "
+                         "bytes): still being written?", status="incomplete")
 
 
 def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None) -> ImageResult:
@@ -257,21 +276,19 @@ def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None) -> Ima
             record["content_hash"] = content_hash(path)
             record["image_id"] = xxhash.xxh3_64_hexdigest(
                 f"{path}\0{record['content_hash']}\0{plan.config_hash}".encode())
-            sources = _attempt(path, plan, record, tmp_root)
-            record["status"], record["reason"] = "ok", None
+            try:
+                measured = _attempt(path, plan, record, tmp_root)
+            finally:
+                _check_unchanged(path, st)  # the hash and the verdict are about one content
+            sources, record["status"], record["reason"] = measured, "ok", None
             break
-        except InputError as exc:
-            record["status"], record["reason"] = exc.status, str(exc)
-            if not exc.transient:
+        except (InputError, OSError) as exc:
+            err = exc if isinstance(exc, InputError) else inputs.describe_os_error(path, exc)
+            record["status"], record["reason"] = err.status, str(err)
+            if not err.transient:
                 break
-        except FileNotFoundError:
-            record["status"], record["reason"] = "failed", "file vanished before it could be read"
-            break
-        except PermissionError as exc:
-            record["status"], record["reason"] = "failed", f"not readable: {exc.strerror}"
-            break
-        except OSError as exc:  # I/O errors: worth another try
-            record["status"], record["reason"] = "failed", f"I/O error: {exc}"
+            if attempt == plan.retries and attempt > 0:
+                record["reason"] += f" (after {attempt + 1} attempts)"
         if attempt < plan.retries:
             time.sleep(min(0.5 * 2 ** attempt, 5.0))
     if sources is not None:

@@ -7,9 +7,9 @@ private temp dir, and everything else is read in place.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import os
-import shutil
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -154,16 +154,58 @@ def _has_end(block: bytes) -> bool:
                for i in range(0, BLOCK, 80))
 
 
-def decompress_stream(path: Path, kind: str, out: Path) -> Path:
-    """Write the gzip/bzip2-decompressed bytes of `path` to `out`; InputError if broken."""
+def decompress_stream(path: Path, kind: str, out: Path, limit: int | None = None) -> Path:
+    """Write the gzip/bzip2-decompressed bytes of `path` to `out`; InputError if broken,
+    or if they exceed `limit` bytes (a decompression bomb never fills the disk)."""
     opener = gzip.open if kind == "gzip" else bz2.open
+    written = 0
     try:
         with opener(path, "rb") as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst, 4 << 20)
+            while chunk := src.read(4 << 20):
+                written += len(chunk)
+                if limit is not None and written > limit:
+                    raise InputError(f"too large: decompresses to more than max_image_bytes {limit}")
+                dst.write(chunk)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         out.unlink(missing_ok=True)
         raise InputError(f"broken {kind} stream: {exc}") from None
+    except InputError:
+        out.unlink(missing_ok=True)
+        raise
     return out
+
+
+def check_planes(images: list[HDUInfo]) -> None:
+    """InputError for an image HDU with more than 2 non-degenerate axes: SExtractor 2.25
+    silently measures only the first plane of a cube, so its catalog would misrepresent
+    the file. A 3rd axis of length 1 (NAXIS3 = 1) is a plain image."""
+    for h in images:
+        naxis = int(h.header.get("NAXIS", 0))
+        shape = [int(h.header.get(f"NAXIS{i}", 1)) for i in range(1, naxis + 1)]
+        if any(n > 1 for n in shape[2:]):
+            raise InputError(f"{naxis}-D image in HDU {h.index} ({'x'.join(map(str, shape))}): "
+                             "SExtractor measures only the first plane of a cube; split the "
+                             "planes into 2-D images to measure them")
+
+
+def describe_os_error(path: Path, exc: OSError) -> InputError:
+    """The image-level verdict for an OSError met while reading `path`: permanent for a
+    missing file, a broken or looping symlink, a directory or missing permission;
+    transient (worth another try) for anything else, e.g. EIO on a flaky disk."""
+    mine = exc.filename is None or os.path.abspath(str(exc.filename)) == str(path)
+    if mine and exc.errno == errno.ELOOP:
+        return InputError("symlink loop: too many levels of symbolic links")
+    if mine and exc.errno == errno.ENOENT:
+        if os.path.islink(path):
+            return InputError(f"dangling symlink: {path} -> {os.readlink(path)} does not exist")
+        if not os.path.lexists(path):
+            return InputError("file vanished before it could be read")
+    if mine and exc.errno == errno.EISDIR:
+        return InputError("a directory, not a file")
+    if mine and exc.errno in (errno.EACCES, errno.EPERM):
+        return InputError(f"not readable by the daemon's user: {exc.strerror}")
+    return InputError(f"I/O error: {exc.strerror or exc}" + (f": {exc.filename}" if not mine else ""),
+                      transient=True)
 
 
 def uncompress_tiles(path: Path, hdus: list[HDUInfo], out: Path) -> Path:

@@ -42,6 +42,8 @@ class Settings:
     max_files_per_trigger: int = 64
     master: str = "local[*]"
     files_per_task: int = 1
+    arrival_quiet: float = 1.0
+    arrival_grace: float = 60.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
     extra: tuple[tuple[str, str], ...] = field(default=())
@@ -73,6 +75,8 @@ _TOML_MAP = {
     ("stream", "max_files_per_trigger"): "max_files_per_trigger",
     ("stream", "master"): "master",
     ("stream", "files_per_task"): "files_per_task",
+    ("stream", "arrival_quiet"): "arrival_quiet",
+    ("stream", "arrival_grace"): "arrival_grace",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
 }

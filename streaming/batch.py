@@ -39,12 +39,29 @@ def crash_point(point: str, batch_id: int) -> None:
 
 
 def local_path(uri: str) -> str:
-    """`file:/a/b c.fits` (as the file source lists it, URL-encoded) -> `/a/b c.fits`."""
-    from urllib.parse import unquote, urlparse
-
+    """`file:/a/b c#1.fits` (as the file source lists it: Hadoop's Path.toString, NOT
+    URL-encoded) -> `/a/b c#1.fits`. Plain paths (requeue manifests) pass unchanged."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
     if uri.startswith("file:"):
-        return unquote(urlparse(uri).path)
+        return uri[len("file:"):]
     return uri
+
+
+def batch_rows(df) -> tuple[list[tuple[str, int, object]], set[str]]:
+    """The micro-batch's (path, length, mtime) rows, one per path (a path listed by the
+    file source and requeued in the same batch is measured once), and the paths whose
+    requeue said `force` (measured even if the ledger knows their bytes)."""
+    cols = ["path", "length", "modificationTime"] + (["force"] if "force" in df.columns else [])
+    rows: dict[str, tuple[str, int, object]] = {}
+    forced: set[str] = set()
+    for r in df.select(*cols).collect():
+        path = local_path(r["path"])
+        if path not in rows:
+            rows[path] = (path, int(r["length"] or 0), r["modificationTime"])
+        if "force" in cols and r["force"]:
+            forced.add(path)
+    return list(rows.values()), forced
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,7 @@ class TaskSpec:
     tables: tuple[str, ...]  # the tables still missing this batch
     schemas: dict = field(default_factory=dict)  # table -> serialized Arrow schema or None
     known: dict = field(default_factory=dict)  # path -> content hashes already ingested ok
+    sourced: frozenset = frozenset()  # image_ids whose sources rows are already committed
 
 
 def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> Iterator[tuple]:
@@ -71,16 +89,18 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> It
         known = spec.known.get(path)
         if known:
             from sexstream.extractor import content_hash
+            from sexstream.ledger import stat_key
 
             try:
-                if content_hash(path) in known:
+                if stat_key(path) in known or content_hash(path) in known:
                     yield ("image", "skipped", 0, "already measured with this config", path)
                     continue
             except OSError:
                 pass
         result = extract(path, spec.plan)
         records.append(result.record)
-        if result.sources is not None and result.sources.num_rows:
+        if (result.sources is not None and result.sources.num_rows
+                and result.record["image_id"] not in spec.sourced):
             sources.append(stamp(result.sources, spec.batch_id, spec.ingest_time))
         r = result.record
         yield ("image", r["status"], r["n_sources"], r["reason"], path)
@@ -162,8 +182,7 @@ class BatchRunner:
         t0 = time.time()
         stats = BatchStats(batch_id)
         pending = tuple(t for t in TABLES if not self.holds(t, batch_id))
-        rows = [(local_path(r["path"]), int(r["length"]), r["modificationTime"])
-                for r in df.select("path", "length", "modificationTime").collect()]
+        rows, forced = batch_rows(df)
         stats.files = len(rows)
         if not pending:
             log.info("batch %d: already committed to both tables (replayed after a restart); skipped",
@@ -175,7 +194,8 @@ class BatchRunner:
         spec = TaskSpec(
             plan=self.plan, sink=self.sink, batch_id=batch_id, ingest_time=ingest_time, tables=pending,
             schemas={t: table_schema_bytes(sink_table(self.sink, t)) for t in pending},
-            known=self.ledger.known_for([p for p, _, _ in rows]) if self.ledger else {})
+            known=self.ledger.known_for([p for p, _, _ in rows if p not in forced]) if self.ledger else {},
+            sourced=self.ledger.sourced if self.ledger is not None else frozenset())
         items = [(p, n) for p, n, _ in rows]
         slices = max(1, math.ceil(len(items) / self.files_per_task))
         t_tasks = time.time()

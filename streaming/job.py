@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sexstream.extractor import Plan
 from sexstream.ledger import Ledger
-from sexstream.schema import IMAGES
+from sexstream.schema import IMAGES, SOURCES
 from sexstream.settings import Settings
 from streaming.batch import BatchRunner, sink_table
 
@@ -116,24 +116,29 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
                stop: GracefulStop | None = None, ready=None) -> int:
     """`sexstream run`: watch settings.raw until SIGTERM/SIGINT; returns an exit code."""
     from sexstream import extractor
-    from sexstream.requeue import requeue_folder
-    from streaming.arrivals import ArrivalGate
+    from streaming.arrivals import ArrivalGate, requeue_source
     from streaming.preflight import check_executors
     from streaming.session import build_session
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
-    stop = stop or GracefulStop().install()
     spark = build_session(settings, "sexstream-run", ui=ui)
+    stop = (stop or GracefulStop()).install()  # after the SparkContext's own SIGINT handler
     board = gate = None
     try:
         report = check_executors(spark, settings)
         warm_up(spark)
         log.info("preflight: %s", report.summary() if hasattr(report, "summary") else report)
+        fresh = not (Path(settings.checkpoint) / "metadata").exists()  # a new query id
         ledger = Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
-        requeue = str(requeue_folder(settings.checkpoint))
-        gate = ArrivalGate(settings.raw, requeue, sink_table(settings.sink, IMAGES),
-                           quiet=settings.arrival_quiet, grace=settings.arrival_grace,
-                           max_lines=settings.max_files_per_trigger).start()
+        if fresh and ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES)):
+            log.warning("new checkpoint over an existing sink: %d image(s) have sources rows but no "
+                        "images row (an earlier driver died between its two commits); they get their "
+                        "images row, their sources are not committed again", len(ledger.sourced))
+        requeue = requeue_source(settings.checkpoint)
+        if requeue is not None:
+            gate = ArrivalGate(settings.raw, requeue, sink_table(settings.sink, IMAGES),
+                               quiet=settings.arrival_quiet, grace=settings.arrival_grace,
+                               max_lines=settings.max_files_per_trigger).start()
         query, runner = start_query(spark, settings, plan, [settings.raw], checkpoint=settings.checkpoint,
                                     ledger=ledger, name="sexstream_run", requeue=requeue)
         log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,

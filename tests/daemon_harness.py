@@ -37,8 +37,10 @@ class Daemon:
     """One `sexstream run` process with its folders; output captured in `log`."""
 
     def __init__(self, root: Path, *, raw: Path | None = None, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, name: str = "daemon"):
+                 env: dict[str, str] | None = None, name: str = "daemon",
+                 wrapper: list[str] | None = None):
         self.root = root
+        self.wrapper = wrapper or []  # argv prefix, e.g. setpriv dropping capabilities
         self.raw = raw or root / "raw"
         self.sink = root / "sink"
         self.checkpoint = root / "checkpoint"
@@ -52,7 +54,7 @@ class Daemon:
     def start(self, env: dict[str, str] | None = None) -> "Daemon":
         self.raw.mkdir(parents=True, exist_ok=True)
         self.runs += 1
-        argv = [*SEXSTREAM, "run", "--raw", str(self.raw), "--sink", str(self.sink),
+        argv = [*self.wrapper, *SEXSTREAM, "run", "--raw", str(self.raw), "--sink", str(self.sink),
                 "--checkpoint", str(self.checkpoint), "--trigger", "1", "--no-seed", *self.extra]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
         with open(self.log, "a") as fh:
