@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import queue
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from deltalake import write_deltalake  # noqa: E402
+
+from sexstream.dashboard.events import EventStream  # noqa: E402
 
 from tables_factory import (Pointing, images_table, random_pointings,  # noqa: E402
                             sources_table, write_batch)
@@ -64,25 +64,6 @@ def write_sink(sink: Path, rows: int, per_image: int, chunk: int) -> float:
         print(f"  wrote {min((first + count) * per_image, rows):>11,} source rows", end="\r")
     print()
     return time.perf_counter() - start
-
-
-class EventClient:
-    """SSE client: (arrival time, event) pairs in a queue, read by a thread."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.conn = http.client.HTTPConnection(host, port, timeout=120)
-        self.conn.request("GET", "/events")
-        self.response = self.conn.getresponse()
-        self.events: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.response:
-                if line.startswith(b"data: "):
-                    self.events.put((time.time(), json.loads(line[6:])))
-        except (OSError, ValueError):
-            pass
 
 
 def get_json(host: str, port: int, path: str) -> tuple[dict, float]:
@@ -166,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         density, density_s = get_json(host, port, "/api/density?order=6")
         _, state_s = get_json(host, port, "/api/state")
 
-        client = EventClient(host, port)
+        client = EventStream(f"http://{host}:{port}")
         time.sleep(0.5)
         lat = {"sources": [], "images": []}
         for i in range(args.commits):

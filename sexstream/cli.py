@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from sexstream import settings as settings_mod
 from sexstream.settings import Settings, split_list

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
 import shutil
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from sexstream.dashboard import events
 from sexstream.tables import read_table
 
 from sexstream.dashboard import Dashboard
@@ -27,43 +26,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-sync"]
 
 
-class EventStream:
-    """A Server-Sent Events client: a thread puts each `data:` payload (parsed) in a queue."""
+class EventStream(events.EventStream):
+    """The dashboard's push stream, checked to be an event stream on connection."""
 
     def __init__(self, url: str) -> None:
-        host, port = url.split("//")[1].rstrip("/").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.conn.request("GET", "/events")
-        self.response = self.conn.getresponse()
+        super().__init__(url, timeout=30)
         assert self.response.status == 200
         assert self.response.getheader("Content-Type").startswith("text/event-stream")
-        self.events: queue.Queue = queue.Queue()
-        self.skipped: list[tuple[float, dict]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.response:
-                if line.startswith(b"data: "):
-                    self.events.put((time.time(), json.loads(line[6:])))
-        except (OSError, ValueError):
-            pass
-
-    def next(self, kind: str, timeout: float = 10.0) -> tuple[float, dict]:
-        """The next event of type `kind` (others are kept for later calls)."""
-        for item in self.skipped:
-            if item[1].get("type") == kind:
-                self.skipped.remove(item)
-                return item
-        deadline = time.time() + timeout
-        while True:
-            received, event = self.events.get(timeout=max(0.01, deadline - time.time()))
-            if event.get("type") == kind:
-                return received, event
-            self.skipped.append((received, event))
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def get(url: str, path: str, *, method: str = "GET", host: str | None = None) -> tuple[int, bytes, dict]:

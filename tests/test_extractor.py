@@ -6,10 +6,6 @@ import concurrent.futures
 import gzip
 import math
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +14,7 @@ import pyarrow as pa
 import pytest
 from astropy.io import fits
 
-from conftest import REAL, SYSTEM_SHARE, direct_run, parse_ascii_head, printed_tolerance, real_images
+from conftest import REAL, direct_run, parse_ascii_head, printed_tolerance, real_images
 from sexstream import extractor, settings
 from sexstream.params import UnknownKeyError
 
