@@ -129,6 +129,8 @@ def build_session(settings: Settings, app_name: str = "sexstream", *, ui: bool =
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                             category=FutureWarning)
     spark = SparkSession.builder.config(map=conf).getOrCreate()
+    # under spark-submit the JVM started before our log4j2 file was named: quiet it here
+    spark.sparkContext.setLogLevel("WARN")
     if not is_local_master(master):
         ship_packages(spark.sparkContext)
     return spark
