@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -164,6 +165,7 @@ class BatchRunner:
         self.on_batch = on_batch
         self._app_id: str | None = None
         self.history: list[BatchStats] = []
+        self.busy = threading.Event()  # set while a batch is in foreachBatch
 
     @property
     def app_id(self) -> str:
@@ -179,6 +181,13 @@ class BatchRunner:
         return done is not None and done >= batch_id
 
     def __call__(self, df, batch_id: int) -> None:
+        self.busy.set()
+        try:
+            self._run(df, batch_id)
+        finally:
+            self.busy.clear()
+
+    def _run(self, df, batch_id: int) -> None:
         t0 = time.time()
         stats = BatchStats(batch_id)
         pending = tuple(t for t in TABLES if not self.holds(t, batch_id))

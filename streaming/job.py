@@ -104,11 +104,16 @@ class GracefulStop:
         self.event.set()
 
 
-def stop_between_batches(query, timeout: float = 3600.0) -> None:
-    """Stop `query` when no trigger is active, so the batch in progress completes."""
+def stop_between_batches(query, runner: BatchRunner, timeout: float = 3600.0) -> None:
+    """Stop `query` once the batch in progress (if any) is committed.
+
+    An available-now query runs all its batches inside one trigger, so the runner's own
+    `busy` flag tells "between batches", not the query's trigger status. Should Spark
+    start the next batch in the instant before the stop, that batch is interrupted
+    before its commit and simply replayed by the next run."""
     deadline = time.monotonic() + timeout
-    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while query.isActive and runner.busy.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
     query.stop()
 
 
@@ -128,12 +133,11 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         report = check_executors(spark, settings)
         warm_up(spark)
         log.info("preflight: %s", report.summary() if hasattr(report, "summary") else report)
-        fresh = not (Path(settings.checkpoint) / "metadata").exists()  # a new query id
         ledger = Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
-        if fresh and ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES)):
-            log.warning("new checkpoint over an existing sink: %d image(s) have sources rows but no "
-                        "images row (an earlier driver died between its two commits); they get their "
-                        "images row, their sources are not committed again", len(ledger.sourced))
+        if ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES)):
+            log.warning("%d image(s) have sources rows but no images row (a driver died between a "
+                        "batch's two commits): they get their images row, their sources are not "
+                        "committed again", len(ledger.sourced))
         requeue = requeue_source(settings.checkpoint)
         if requeue is not None:
             gate = ArrivalGate(settings.raw, requeue, sink_table(settings.sink, IMAGES),
@@ -154,7 +158,7 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
             pass
         if stop.event.is_set():
             log.info("%s: finishing the batch in progress, then stopping", stop.signal_name or "stop")
-            stop_between_batches(query)
+            stop_between_batches(query, runner)
         exc = query.exception()
         if exc is not None:
             log.error("the streaming query failed: %s", exc)

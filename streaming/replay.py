@@ -176,7 +176,7 @@ def run_replay(args: argparse.Namespace) -> int:
         while query.isActive and not stop.event.wait(0.2):
             pass
         if stop.event.is_set():
-            stop_between_batches(query)
+            stop_between_batches(query, runner)
             progress.close()
             print(f"replay interrupted ({stop.signal_name}); run the same command again to resume",
                   file=sys.stderr)
