@@ -87,11 +87,12 @@ class Ledger:
 
         A driver that dies between a batch's sources commit and its images commit
         leaves exactly that; the query's own replay then commits the images rows alone,
-        but a query on a NEW checkpoint (the old one deleted or lost) would measure
-        those images again and commit their sources a second time. Their image_ids
-        (`sourced`) let its tasks write the images row only. Reads the image_id column
-        of both tables: call it when a query starts on a new checkpoint. Returns how
-        many were found.
+        but a query on a NEW checkpoint (the old one deleted or lost; or a replay) would
+        measure those images again and commit their sources a second time -- and stays
+        able to until they have their images row, across its own restarts. Their
+        image_ids (`sourced`) let its tasks write the images row only. Reads the
+        image_id column of both tables (files of other configs are pruned by their
+        statistics): call it whenever a query starts. Returns how many were found.
         """
         from sexstream.tables import open_table, read_table
 

@@ -126,8 +126,9 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from streaming.session import build_session
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
+    stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
     spark = build_session(settings, "sexstream-run", ui=ui)
-    stop = (stop or GracefulStop()).install()  # after the SparkContext's own SIGINT handler
+    stop.install()  # again: the SparkContext installed its own SIGINT handler
     board = gate = None
     try:
         report = check_executors(spark, settings)

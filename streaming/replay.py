@@ -141,7 +141,7 @@ def summary(progress: Progress, wall: float, startup: float, images: dict) -> st
 def run_replay(args: argparse.Namespace) -> int:
     from sexstream import extractor
     from sexstream.ledger import Ledger
-    from sexstream.schema import IMAGES
+    from sexstream.schema import IMAGES, SOURCES
     from streaming.batch import sink_table
     from streaming.job import GracefulStop, start_query, stop_between_batches, warm_up
     from streaming.session import build_session
@@ -165,8 +165,11 @@ def run_replay(args: argparse.Namespace) -> int:
     progress = Progress(total=len(files), every=args.progress_every).start(already)
     log.info("replay of %d files in %d folder(s), %d already measured with config %s; checkpoint %s",
              len(files), len(folders), already, plan.config_hash, checkpoint)
+    if ledger is not None:
+        ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES))
+    stop = GracefulStop().install()  # a SIGTERM during start-up stops cleanly too
     spark = build_session(settings, "sexstream-replay", ui=args.ui)
-    stop = GracefulStop().install()  # after the SparkContext, which installs its own SIGINT handler
+    stop.install()  # again: the SparkContext installed its own SIGINT handler
     try:
         warm_up(spark)
         startup = time.monotonic() - t0
