@@ -41,7 +41,7 @@ class Settings:
     trigger: float = 1.0
     max_files_per_trigger: int = 64
     master: str = "local[*]"
-    files_per_task: int = 1
+    files_per_task: int = 0  # 0: auto (BatchRunner.slices)
     arrival_quiet: float = 1.0
     arrival_grace: float = 60.0
     dashboard_host: str = "127.0.0.1"

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,8 +172,9 @@ def run_replay(args: argparse.Namespace) -> int:
     spark = build_session(settings, "sexstream-replay", ui=args.ui)
     stop.install()  # again: the SparkContext installed its own SIGINT handler
     try:
-        warm_up(spark)
         startup = time.monotonic() - t0
+        # Python workers start and import the core while the query plans its first batch
+        threading.Thread(target=warm_up, args=(spark,), daemon=True).start()
         query, runner = start_query(spark, settings, plan, folders, checkpoint=checkpoint,
                                     available_now=True, ledger=ledger, on_batch=progress.update,
                                     name=None)
