@@ -20,6 +20,7 @@ from sexstream.settings import split_list
 from streaming.chaos import feed as feed_mod
 from streaming.chaos.audit import Audit, Oracle, audit
 from streaming.chaos.daemon import DaemonProcess
+from streaming.chaos.report import table
 from streaming.chaos.faults import Tmpfs
 
 KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,X_IMAGE,Y_IMAGE,ALPHA_J2000,DELTA_J2000,FLAGS"
@@ -68,9 +69,7 @@ class DiskFullReport:
                       ("duplicated", str(a.extra_rows + a.duplicate_sources)),
                       ("orphan parts (never read)", ", ".join(f"{t.name} {t.orphans}" for t in a.tables))]
         lines.append(("verdict", "PASS" if self.ok else "FAIL"))
-        width = max(len(k) for k, _ in lines)
-        text = [f"| {'':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
-        text += [f"| {k:<{width}} | {v} |" for k, v in lines]
+        text = table(lines)
         if self.note:
             text.append(self.note)
         for label, x in (("while full", w), ("at the end", a)):

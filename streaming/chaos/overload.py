@@ -18,6 +18,7 @@ from sexstream import extractor, settings
 from sexstream.settings import split_list
 from streaming.chaos import feed as feed_mod
 from streaming.chaos.audit import Audit, Oracle, audit
+from streaming.chaos.report import table
 from streaming.chaos.daemon import BatchLine, DaemonProcess, RssSampler
 
 KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,X_IMAGE,Y_IMAGE,FLAGS"
@@ -103,9 +104,7 @@ class BurstReport:
                       ("lost", str(len(a.lost))),
                       ("duplicated", str(a.extra_rows + a.duplicate_sources))]
         lines.append(("verdict", "PASS" if self.ok else "FAIL"))
-        width = max(len(k) for k, _ in lines)
-        text = [f"| {'':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
-        text += [f"| {k:<{width}} | {v} |" for k, v in lines]
+        text = table(lines)
         if self.note:
             text.append(self.note)
         if self.audit is not None and not self.audit.ok:

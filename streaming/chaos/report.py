@@ -64,12 +64,17 @@ def rows(report) -> list[tuple[str, str]]:
     return out
 
 
+def table(lines: list[tuple[str, str]]) -> list[str]:
+    """(label, value) pairs as the lines of a two-column Markdown table."""
+    width = max(len(k) for k, _ in lines)
+    text = [f"| {'':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
+    return text + [f"| {k:<{width}} | {v} |" for k, v in lines]
+
+
 def render(report) -> str:
     """A two-column Markdown table, then the problems found, if any."""
     lines = rows(report)
-    width = max(len(k) for k, _ in lines)
-    text = [f"| {'':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
-    text += [f"| {k:<{width}} | {v} |" for k, v in lines]
+    text = table(lines)
     problems = []
     for f in report.misbehaved:
         problems.append(f"round {f.round + 1} {f.kind}: {f.outcome}")
