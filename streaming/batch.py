@@ -212,7 +212,7 @@ class BatchRunner:
         spec = TaskSpec(
             plan=self.plan, sink=self.sink, batch_id=batch_id, ingest_time=ingest_time, tables=pending,
             schemas={t: table_schema_bytes(sink_table(self.sink, t)) for t in pending},
-            known=self.ledger.known_for([p for p, _, _ in rows if p not in forced]) if self.ledger else {},
+            known=self.ledger.known_for([p for p, _, _ in rows if p not in forced]) if self.ledger is not None else {},
             sourced=self.ledger.sourced if self.ledger is not None else frozenset())
         items = [(p, n) for p, n, _ in rows]
         slices = self.slices(len(items))
@@ -232,8 +232,10 @@ class BatchRunner:
                 elif status == "skipped":
                     stats.skipped += 1
                 else:
-                    setattr(stats, status if status == "incomplete" else "failed",
-                            getattr(stats, status if status == "incomplete" else "failed") + 1)
+                    if status == "incomplete":
+                        stats.incomplete += 1
+                    else:
+                        stats.failed += 1
                     stats.failures.append((path, status, reason))
         t_commit = time.time()
         crash_point("after_parts", batch_id)
