@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from sexstream.schema import TABLES
-from sexstream.tables import open_table
-
 MIN_RETENTION_HOURS = 1.0
 
 
@@ -35,6 +32,9 @@ class CompactReport:
 def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | None = None,
             dry_run: bool = False) -> list[CompactReport]:
     """Optimize (compact) and vacuum every table of `sink`; returns one report per table."""
+    from sexstream.schema import TABLES
+    from sexstream.tables import open_table
+
     if retention_hours < MIN_RETENTION_HOURS:
         raise ValueError(f"retention below {MIN_RETENTION_HOURS:g} h could delete the parts of a batch "
                          "in progress")

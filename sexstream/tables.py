@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Folder names of the tables inside the sink folder.
 SOURCES = "sources"

@@ -81,7 +81,8 @@ class TaskSpec:
 
 def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> Iterator[tuple]:
     """Executor side: measure each image, write one Parquet part per table, yield
-    ("part", table, PartFile) and ("image", status, n_sources, reason, path) tuples."""
+    ("part", table, PartFile) and ("image", status, n_sources, reason, path, started)
+    tuples (`started`: epoch seconds when the image's measurement began, or None)."""
     import pyarrow as pa
 
     schemas = {t: (pa.ipc.read_schema(pa.py_buffer(b)) if b else None) for t, b in spec.schemas.items()}
@@ -94,7 +95,7 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> It
 
             try:
                 if stat_key(path) in known or content_hash(path) in known:
-                    yield ("image", "skipped", 0, "already measured with this config", path)
+                    yield ("image", "skipped", 0, "already measured with this config", path, None)
                     continue
             except OSError:
                 pass
@@ -104,7 +105,7 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[tuple[str, int]]) -> It
                 and result.record["image_id"] not in spec.sourced):
             sources.append(stamp(result.sources, spec.batch_id, spec.ingest_time))
         r = result.record
-        yield ("image", r["status"], r["n_sources"], r["reason"], path)
+        yield ("image", r["status"], r["n_sources"], r["reason"], path, r["started"].timestamp())
     tag = f"t{index:05d}"
     if SOURCES in spec.tables and sources:
         table = sink.concat(sources, schemas.get(SOURCES))
@@ -140,6 +141,7 @@ class BatchStats:
     sources: int = 0
     seconds: float = 0.0
     lag_s: float | None = None
+    first_image: float | None = None  # epoch seconds when its first image began
     committed: tuple[str, ...] = ()
     failures: list = field(default_factory=list)
 
@@ -166,6 +168,8 @@ class BatchRunner:
         self._app_id: str | None = None
         self.history: list[BatchStats] = []
         self.busy = threading.Event()  # set while a batch is in foreachBatch
+        self.first_batch_at: float | None = None  # time.monotonic() when the first batch came
+        self.first_image_at: float | None = None  # time.monotonic() when an image was first measured
 
     @property
     def app_id(self) -> str:
@@ -190,6 +194,8 @@ class BatchRunner:
         return done is not None and done >= batch_id
 
     def __call__(self, df, batch_id: int) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.monotonic()
         self.busy.set()
         try:
             self._run(df, batch_id)
@@ -198,6 +204,7 @@ class BatchRunner:
 
     def _run(self, df, batch_id: int) -> None:
         t0 = time.time()
+        log.debug("batch %d: in foreachBatch", batch_id)
         stats = BatchStats(batch_id)
         pending = tuple(t for t in TABLES if not self.holds(t, batch_id))
         rows, forced = batch_rows(df)
@@ -225,7 +232,9 @@ class BatchRunner:
             if item[0] == "part":
                 parts[item[1]].append(item[2])
             else:
-                _, status, n, reason, path = item
+                _, status, n, reason, path, started = item
+                if started is not None:
+                    stats.first_image = min(started, stats.first_image or started)
                 stats.sources += n
                 if status == "ok":
                     stats.ok += 1
@@ -257,6 +266,8 @@ class BatchRunner:
         stats.lag_s = now - min(mtimes) if mtimes else None
         if self.ledger is not None and IMAGES in committed:
             self.ledger.add_parts(parts[IMAGES], sink_table(self.sink, IMAGES))
+        if stats.first_image is not None and self.first_image_at is None:
+            self.first_image_at = time.monotonic() - max(time.time() - stats.first_image, 0.0)
         self.history.append(stats)
         log.info(stats.line())
         for path, status, reason in stats.failures:

@@ -90,7 +90,7 @@ def register(sub) -> None:
     p.add_argument("--recent", type=int, default=10, help="recent failures to list")
     p.set_defaults(func=cmd_status)
 
-    for name in ("streaming.replay", "streaming.arrivals"):
+    for name in ("streaming.replay", "streaming.arrivals", "streaming.jvmarchive"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -82,7 +82,23 @@ def warm_up(spark) -> None:
     first micro-batch pays no interpreter start-up (workers are reused between jobs)."""
     sc = spark.sparkContext
     slots = max(1, sc.defaultParallelism)
+    t0 = time.monotonic()
     sc.parallelize(range(slots), slots).mapPartitions(_import_core).count()
+    log.debug("%d Python worker(s) warm in %.2f s", slots, time.monotonic() - t0)
+
+
+def warm_up_in_background(spark) -> threading.Thread:
+    """`warm_up` in a daemon thread, overlapped with the query's start. A session that
+    stops first (an empty replay) cancels it: that is logged, not raised."""
+    def run():
+        try:
+            warm_up(spark)
+        except Exception as exc:  # noqa: BLE001 (a cancelled warm-up changes nothing)
+            log.debug("warm-up not finished: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+    thread = threading.Thread(target=run, name="sexstream-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 class GracefulStop:
@@ -123,7 +139,7 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from sexstream import extractor
     from streaming.arrivals import ArrivalGate, requeue_source
     from streaming.preflight import check_executors
-    from streaming.session import build_session
+    from streaming.session import build_session, stop_session
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
@@ -171,12 +187,12 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
             gate.stop()
         if board is not None:
             board.stop()
-        spark.stop()
+        stop_session(spark)
 
 
 def configure_logging(verbose: bool = False) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+                        format="%(asctime)s.%(msecs)03d %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -120,9 +119,60 @@ class Progress:
             self._bar.close()
 
 
-def summary(progress: Progress, wall: float, startup: float, images: dict) -> str:
+def process_started() -> float:
+    """This process's start on the `time.monotonic()` clock (Linux /proc), else now."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.monotonic() - max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
+
+
+@dataclass
+class Timing:
+    """The replay's phases on the monotonic clock, from the process's start `t0`:
+
+    - start-up: until the first image is handed to SExtractor (interpreter, imports, the
+      JVM, the Spark session, the query's start, the first batch's planning, the Python
+      workers' start);
+    - work: from there until the last batch is committed;
+    - stop: Spark's shutdown, the driver JVM's exit included.
+    """
+
+    t0: float
+    first_batch: float | None = None
+    first_image: float | None = None
+    done: float | None = None
+    end: float | None = None
+
+    def work_done(self) -> None:
+        self.done = time.monotonic()
+
+    def stopped(self) -> None:
+        self.end = time.monotonic()
+
+    @property
+    def wall(self) -> float:
+        return (self.end or time.monotonic()) - self.t0
+
+    @property
+    def startup(self) -> float:
+        return (self.first_image or self.first_batch or self.done or time.monotonic()) - self.t0
+
+    @property
+    def work(self) -> float:
+        return max((self.done or time.monotonic()) - self.t0 - self.startup, 0.0)
+
+    @property
+    def stop(self) -> float:
+        return max((self.end or time.monotonic()) - (self.done or time.monotonic()), 0.0)
+
+
+def summary(progress: Progress, timing: Timing, images: dict) -> str:
     """The closing report: images ok / failed by reason, sources, wall time, images/s."""
-    work = max(wall - startup, 1e-9)
     processed = progress.done - progress._initial - progress.skipped
     lines = [
         "replay summary",
@@ -130,8 +180,10 @@ def summary(progress: Progress, wall: float, startup: float, images: dict) -> st
         f"{images.get('incomplete', 0)} incomplete, {progress.skipped} skipped "
         f"(already measured with this config)",
         f"  sources     {progress.sources}",
-        f"  wall time   {wall:.2f} s (Spark start-up {startup:.2f} s, work {work:.2f} s)",
-        f"  throughput  {processed / work:.2f} images/s",
+        f"  wall time   {timing.wall:.2f} s since the process started: Spark start-up "
+        f"{timing.startup:.2f} s (until the first image is measured), work {timing.work:.2f} s, "
+        f"Spark stop {timing.stop:.2f} s",
+        f"  throughput  {processed / max(timing.work, 1e-9):.2f} images/s",
     ]
     if progress.reasons:
         lines.append("  failures by reason:")
@@ -140,14 +192,9 @@ def summary(progress: Progress, wall: float, startup: float, images: dict) -> st
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from sexstream import extractor
-    from sexstream.ledger import Ledger
-    from sexstream.schema import IMAGES, SOURCES
-    from streaming.batch import sink_table
-    from streaming.job import GracefulStop, start_query, stop_between_batches, warm_up
-    from streaming.session import build_session
+    t0 = process_started()
+    from streaming.session import BackgroundSession, end_jvm, stop_session
 
-    t0 = time.monotonic()
     settings = settings_from_args(args, sink=args.sink, master=args.master,
                                   files_per_task=args.files_per_task)
     sink_real = os.path.realpath(settings.sink)
@@ -158,29 +205,41 @@ def run_replay(args: argparse.Namespace) -> int:
     per_batch = args.max_files_per_batch or args.max_files_per_trigger or settings.max_files_per_trigger
     # each folder is one stream source: share the bound among them
     settings = settings.replace(max_files_per_trigger=max(1, per_batch // len(folders)))
-    plan = extractor.prepare(settings)
-    checkpoint = args.checkpoint or checkpoint_for(settings.sink, folders, plan.config_hash, args.force)
-    files = list_images(folders)
-    ledger = None if args.force else Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
-    already = 0 if ledger is None else len(ledger.known_for(files))
-    progress = Progress(total=len(files), every=args.progress_every).start(already)
-    log.info("replay of %d files in %d folder(s), %d already measured with config %s; checkpoint %s",
-             len(files), len(folders), already, plan.config_hash, checkpoint)
-    if ledger is not None:
-        ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES))
+    from streaming.job import GracefulStop
+
     stop = GracefulStop().install()  # a SIGTERM during start-up stops cleanly too
-    spark = build_session(settings, "sexstream-replay", ui=args.ui)
-    stop.install()  # again: the SparkContext installed its own SIGINT handler
+    # the JVM boots while the driver imports the core, validates the selection, reads the sink
+    session = BackgroundSession(settings, "sexstream-replay", ui=args.ui).start()
     try:
-        startup = time.monotonic() - t0
-        # Python workers start and import the core while the query plans its first batch
-        threading.Thread(target=warm_up, args=(spark,), daemon=True).start()
-        query, runner = start_query(spark, settings, plan, folders, checkpoint=checkpoint,
-                                    available_now=True, ledger=ledger, on_batch=progress.update,
-                                    name=None)
+        from sexstream import extractor
+        from sexstream.ledger import Ledger
+        from sexstream.schema import IMAGES, SOURCES
+        from streaming.batch import sink_table
+
+        plan = extractor.prepare(settings)
+        checkpoint = args.checkpoint or checkpoint_for(settings.sink, folders, plan.config_hash, args.force)
+        files = list_images(folders)
+        ledger = None if args.force else Ledger.load(sink_table(settings.sink, IMAGES), plan.config_hash)
+        already = 0 if ledger is None else len(ledger.known_for(files))
+        log.info("replay of %d files in %d folder(s), %d already measured with config %s; checkpoint %s",
+                 len(files), len(folders), already, plan.config_hash, checkpoint)
+        if ledger is not None:
+            ledger.learn_sourced(sink_table(settings.sink, SOURCES), sink_table(settings.sink, IMAGES))
+    except BaseException:
+        session.abandon()
+        raise
+    spark = session.result()
+    log.debug("Spark session ready after %.2f s (built in %.2f s)", time.monotonic() - t0, session.seconds)
+    progress = Progress(total=len(files), every=args.progress_every).start(already)
+    timing = Timing(t0)
+    try:
+        query, runner = start_replay_query(spark, settings, plan, folders, checkpoint, ledger, progress)
+        log.debug("query started after %.2f s", time.monotonic() - t0)
         while query.isActive and not stop.event.wait(0.2):
             pass
         if stop.event.is_set():
+            from streaming.job import stop_between_batches
+
             stop_between_batches(query, runner)
             progress.close()
             print(f"replay interrupted ({stop.signal_name}); run the same command again to resume",
@@ -189,17 +248,35 @@ def run_replay(args: argparse.Namespace) -> int:
         exc = query.exception()
         if exc is not None:
             raise RuntimeError(f"the replay query failed: {exc}")
+        for p in query.recentProgress:
+            log.debug("batch %s Spark durations (ms): %s", p.batchId, p.durationMs)
     finally:
         progress.close()
-        spark.stop()
-    wall = time.monotonic() - t0
+        timing.work_done()
+        stop_session(spark)
+        end_jvm()
+        timing.stopped()
+    timing.first_batch, timing.first_image = runner.first_batch_at, runner.first_image_at
+    if timing.first_batch is not None:
+        log.debug("first batch after %.2f s, first image after %.2f s", timing.first_batch - timing.t0,
+                  (timing.first_image or timing.first_batch) - timing.t0)
     statuses = Counter()
     for stats in runner.history:
         statuses["ok"] += stats.ok
         statuses["failed"] += stats.failed
         statuses["incomplete"] += stats.incomplete
-    print(summary(progress, wall, startup, statuses), flush=True)
+    print(summary(progress, timing, statuses), flush=True)
     return EXIT_FAILED if statuses["failed"] or statuses["incomplete"] else EXIT_OK
+
+
+def start_replay_query(spark, settings, plan, folders, checkpoint, ledger, progress):
+    """The available-now query, with the executors' Python workers warming up (in the
+    background) while it plans its first batch."""
+    from streaming.job import start_query, warm_up_in_background
+
+    warm_up_in_background(spark)
+    return start_query(spark, settings, plan, folders, checkpoint=checkpoint, available_now=True,
+                       ledger=ledger, on_batch=progress.update, name=None)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 `build_session` applies the known traps of DESIGN.md in one place: executors run this
 very Python (`sys.executable`), Spark binds to loopback when the cluster is on this
-machine, the UI is off unless asked for, log4j speaks at WARN through
+machine, the driver JVM starts from its class archive when one was recorded
+(`streaming.jvmarchive`), the UI is off unless asked for, log4j speaks at WARN through
 conf/log4j2.properties, and, on a cluster, the `sexstream` and `streaming` packages are
 shipped to the executors as a zip (`SparkContext.addPyFile`).
 """
@@ -13,8 +14,11 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,6 +30,7 @@ from pyspark.sql import SparkSession
 import sexstream
 import streaming
 from sexstream.settings import Settings
+from streaming import jvmarchive
 from streaming.cluster import LOG4J2_PROPERTIES
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ FAST_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 #: Small-machine defaults; `extra_conf` overrides any of them.
 DEFAULT_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "4",
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
     "spark.sql.session.timeZone": "UTC",
     "spark.python.worker.reuse": "true",
     "spark.ui.showConsoleProgress": "false",
@@ -73,10 +79,14 @@ def is_loopback_master(master: str) -> bool:
 
 def session_conf(settings: Settings, app_name: str = "sexstream", *, ui: bool = False,
                  extra_conf: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The Spark configuration `build_session` uses, as plain strings (for inspection)."""
+    """The Spark configuration `build_session` uses, as plain strings (for inspection).
+
+    The driver JVM starts from the class archive of `streaming.jvmarchive` when there
+    is one for this JVM and Spark."""
     master = settings.master or "local[*]"
     python = sys.executable
     log4j = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} {FAST_START_JVM}"
+    driver_jvm = f"{log4j} {jvmarchive.java_options(FAST_START_JVM)}".strip()
     conf = dict(DEFAULT_CONF)
     conf.update({
         "spark.master": master,
@@ -84,7 +94,7 @@ def session_conf(settings: Settings, app_name: str = "sexstream", *, ui: bool = 
         "spark.pyspark.python": python,
         "spark.pyspark.driver.python": python,
         "spark.ui.enabled": "true" if ui else "false",
-        "spark.driver.extraJavaOptions": log4j,
+        "spark.driver.extraJavaOptions": driver_jvm,
     })
     if is_loopback_master(master):
         conf["spark.driver.host"] = LOOPBACK
@@ -134,6 +144,100 @@ def build_session(settings: Settings, app_name: str = "sexstream", *, ui: bool =
     if not is_local_master(master):
         ship_packages(spark.sparkContext)
     return spark
+
+
+class BackgroundSession:
+    """`build_session` in a daemon thread: the JVM boots (~2 s of one core) while the
+    driver prepares its run on the other. `result()` waits for the session; `abandon()`
+    (an error before it was needed) stops it as soon as it is up.
+
+    Built outside the main thread, the SparkContext leaves SIGINT to the caller's handler."""
+
+    def __init__(self, settings: Settings, app_name: str = "sexstream", **kwargs):
+        self._args = (settings, app_name)
+        self._kwargs = kwargs
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._spark: SparkSession | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self.seconds: float | None = None  # how long the build took
+
+    def start(self) -> "BackgroundSession":
+        threading.Thread(target=self._build, name="sexstream-session", daemon=True).start()
+        return self
+
+    def _build(self) -> None:
+        t0 = time.monotonic()
+        try:
+            spark = build_session(*self._args, **self._kwargs)
+        except BaseException as exc:  # noqa: BLE001 (handed to result())
+            self._error = exc
+            self._done.set()
+            return
+        self.seconds = time.monotonic() - t0
+        with self._lock:
+            self._spark = spark
+            abandoned = self._abandoned
+        self._done.set()
+        if abandoned:
+            stop_session(spark)
+
+    def result(self) -> SparkSession:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._spark
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            spark, self._spark = self._spark, None
+        if spark is not None:
+            stop_session(spark)
+
+
+def stop_session(spark: SparkSession) -> None:
+    """`spark.stop()` without its idle second.
+
+    pyspark's accumulator server answers the JVM's updates in a loop that looks for its
+    shutdown flag once per second, and `SparkContext.stop()` waits for that loop
+    (measured 0.9 s of a 1.0 s stop). Here the JVM side stops first, then the server
+    is told to stop from a daemon thread: it has nothing left to receive, and a process
+    that exits meanwhile simply closes its socket."""
+    sc = spark.sparkContext
+    server = getattr(sc, "_accumulatorServer", None)
+    if server is not None:
+        sc._accumulatorServer = None
+        server.server_shutdown = True  # its loop ends at its next poll
+        server.handle_error = lambda *_: None  # the JVM hanging up first is no error here
+    spark.stop()
+    if server is not None:
+        threading.Thread(target=server.shutdown, name="accumulator-server-stop", daemon=True).start()
+
+
+def end_jvm(timeout: float = 30.0) -> None:
+    """End the driver JVM after `stop_session` and wait for it (its shutdown hooks
+    remove Spark's temp folders: measured ~0.4 s), so that a command's end is the end of
+    all its processes. A later session in this process starts a new JVM."""
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    if SparkContext._active_spark_context is not None or proc is None:
+        return
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    try:
+        gateway.shutdown()  # py4j's sockets
+    except Exception:  # noqa: BLE001 (best effort: the JVM ends on EOF anyway)
+        pass
+    if proc.stdin is not None:
+        proc.stdin.close()  # the gateway server exits on EOF
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("the driver JVM (pid %d) did not exit within %g s after EOF: killing it", proc.pid, timeout)
+        proc.kill()
+        proc.wait()
 
 
 def ship_packages(sc: SparkContext) -> Path | None:

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from sexstream.settings import Settings, load
 from streaming.cluster import StandaloneCluster
 from streaming.preflight import wait_for_executors
-from streaming.session import build_session
+from streaming.session import build_session, stop_session
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -53,7 +53,7 @@ class SparkInfra:
         """Stop the running SparkSession, if any."""
         spark = SparkSession.getActiveSession()
         if spark is not None:
-            spark.stop()
+            stop_session(spark)
         elif SparkContext._active_spark_context is not None:
             SparkContext._active_spark_context.stop()
 

@@ -141,3 +141,53 @@ def test_replay_concurrent_with_the_daemon_loses_nothing(backlog, tmp_path):
     sources = read_table(d.sink, "sources")
     assert not sources.duplicated(["path", "EXT_NUMBER", "NUMBER"]).any()
     assert sources.groupby("path").size().sum() == images["n_sources"].sum()
+
+
+def tagged_processes(tag: str) -> list[str]:
+    """Processes (with their command lines) whose environment carries SEXSTREAM_TEST_TAG=tag:
+    the replay and everything it started (the JVM, Python workers, SExtractor)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if f"SEXSTREAM_TEST_TAG={tag}".encode() not in fh.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{pid}: {cmdline[:200]}")
+        except OSError:
+            continue
+    return found
+
+
+def test_replay_ends_with_all_its_processes_and_reports_its_phases(backlog, tmp_path):
+    tag = f"replay-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "SEXSTREAM_TEST_TAG": tag}
+    out = tmp_path / "replay.out"
+    with open(out, "w") as fh:  # a file, not a pipe: the command's end is not the pipe's
+        rc = subprocess.run([*SEXSTREAM, "replay", str(backlog / "2026-11-01"), "--sink", str(tmp_path / "sink"),
+                             "--keys", KEYS], stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=600).returncode
+    # the driver JVM is ended and waited for: nothing of the run outlives the command
+    assert tagged_processes(tag) == []
+    assert rc == 0, out.read_text()[-3000:]
+    text = out.read_text()
+    summary = text[text.index("replay summary"):]
+    assert "5 ok, 0 failed" in summary
+    assert "since the process started: Spark start-up" in summary
+    assert "(until the first image is measured), work" in summary and "Spark stop" in summary
+
+
+def test_a_usage_error_exits_2_and_its_half_started_jvm_ends_too(backlog, tmp_path):
+    """The JVM boots in the background while the selection is validated: an unknown key
+    is still reported at once, and the JVM that was starting ends by itself."""
+    tag = f"usage-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.run([*SEXSTREAM, "replay", str(backlog / "2026-11-01"), "--sink", str(tmp_path / "sink"),
+                           "--keys", "NUMBER,FLUX_AUTOO"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SEXSTREAM_TEST_TAG": tag})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "FLUX_AUTOO" in proc.stderr and "FLUX_AUTO" in proc.stderr  # "did you mean"
+    deadline = time.monotonic() + 120
+    while tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tagged_processes(tag) == []
+    assert not (tmp_path / "sink" / "images").exists()

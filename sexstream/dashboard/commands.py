@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sexstream.coverage import parse_window
-
 
 def _settings(args: argparse.Namespace) -> Any:
     """The settings, from --settings (or a *.toml --config) over conf/sexstream.toml."""
@@ -32,6 +30,8 @@ def _sink(args: argparse.Namespace) -> str:
 
 
 def _window(text: str) -> str:
+    from sexstream.coverage import parse_window
+
     parse_window(text)  # argparse turns the ValueError into a usage error
     return text
 
