@@ -13,13 +13,14 @@ the replay's summary reports: from the process's start until the first image is 
 to SExtractor (the JVM, the session, the query's start and first planning, the Python
 workers); "work" runs from there to the last commit.
 
-usage: scripts/bench_replay.py [-n 48] [--nx 2048 --ny 4612] [--baselines ../shared/baselines]
+usage: scripts/bench_replay.py [-n 48] [--nx 2048 --ny 4612] [--repeat 3] [--baselines ../shared/baselines]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,59 +50,74 @@ def number(pattern: str, text: str) -> float:
     return float(m.group(1))
 
 
+def one_round(images: Path, sink: Path, base: Path, env: dict, cwd: Path) -> dict:
+    """bare, seed, replay once each on the same files; the replay into a fresh `sink`."""
+    r = {}
+    _, out = run(["bash", str(base / "bare_parallel.sh"), str(images), str(base / "seed.param")])
+    r["bare"] = number(r"wall_s=([0-9.]+)", out)
+    # the seed writes default.param in its working directory: give it the temp dir
+    r["seed"], out = run([sys.executable, str(base / "seed_pipeline.py"), f"{images}/*.fits"], env, cwd=cwd)
+    r["seed_rows"] = number(r"rows=(\d+)", out)
+    r["replay"], out = run([sys.executable, "-m", "sexstream.cli", "replay", str(images), "--sink", str(sink),
+                            "--keys", SEED_KEYS, "--fitskeys", FITSKEYS, "--progress-every", "1000"], env)
+    r["startup"] = number(r"Spark start-up ([0-9.]+) s", out)
+    r["work"] = number(r"work ([0-9.]+) s,", out)
+    r["ok"] = number(r"images\s+(\d+) ok", out)
+    r["sources"] = number(r"sources\s+(\d+)", out)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=48)
     ap.add_argument("--nx", type=int, default=2048)
     ap.add_argument("--ny", type=int, default=4612)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of (bare, seed, replay), interleaved; medians are reported")
     ap.add_argument("--baselines", default=str(ROOT.parent / "shared" / "baselines"))
     args = ap.parse_args()
     base = Path(args.baselines)
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
+    from streaming import jvmarchive
+    from streaming.session import FAST_START_JVM
+
+    archive = jvmarchive.java_options(FAST_START_JVM)
+    print(f"driver JVM class archive: {archive.split()[0].strip(chr(34)) if archive else 'none'}"
+          f"{'' if archive else ' (run `sexstream jvm-archive` to record it)'}")
     with tempfile.TemporaryDirectory(prefix="sexstream-bench-replay-") as tmp:
         tmp = Path(tmp)
         images = tmp / "night"
         t0 = time.perf_counter()
         synthetic.make_night(images, args.n, seed=48, nx=args.nx, ny=args.ny)
         print(f"generated {args.n} images {args.nx}x{args.ny} in {time.perf_counter() - t0:.1f} s")
-
-        bare_wall, out = run(["bash", str(base / "bare_parallel.sh"), str(images), str(base / "seed.param")])
-        bare_s = number(r"wall_s=([0-9.]+)", out)
-        print(f"bare      {out.strip().splitlines()[-1]}")
-
-        # the seed writes default.param in its working directory: give it the temp dir
-        seed_wall, out = run([sys.executable, str(base / "seed_pipeline.py"), f"{images}/*.fits"], env, cwd=tmp)
-        seed_total = number(r"total_s=([0-9.]+)", out)
-        seed_work = number(r"work_s=([0-9.]+)", out)
-        print(f"seed      {[ln for ln in out.splitlines() if ln.startswith('seed ')][-1]} "
-              f"(process {seed_wall:.2f} s)")
-
-        from streaming import jvmarchive
-        from streaming.session import FAST_START_JVM
-
-        archive = jvmarchive.java_options(FAST_START_JVM)
-        print(f"driver JVM class archive: {archive.split()[0].strip(chr(34)) if archive else 'none'}"
-              f"{'' if archive else ' (run `sexstream jvm-archive` to record it)'}")
-        replay_wall, out = run([sys.executable, "-m", "sexstream.cli", "replay", str(images),
-                                "--sink", str(tmp / "sink"), "--keys", SEED_KEYS,
-                                "--fitskeys", FITSKEYS, "--progress-every", "1000"], env)
-        startup = number(r"Spark start-up ([0-9.]+) s", out)
-        work = number(r"work ([0-9.]+) s,", out)
-        ok = number(r"images\s+(\d+) ok", out)
-        print(f"sexstream replay: {int(ok)} ok, process {replay_wall:.2f} s (start-up {startup:.2f} s, "
-              f"work {work:.2f} s)")
-
-        print()
+        rounds = []
+        print(f"{'round':>5} {'bare':>7} {'seed':>7} {'replay':>7} {'start-up':>9} {'work':>7} "
+              f"{'vs seed':>8} {'vs bare':>8}")
+        for i in range(args.repeat):
+            r = one_round(images, tmp / f"sink{i}", base, env, tmp)
+            rounds.append(r)
+            print(f"{i + 1:5d} {r['bare']:7.2f} {r['seed']:7.2f} {r['replay']:7.2f} {r['startup']:9.2f} "
+                  f"{r['work']:7.2f} {r['seed'] / r['replay']:7.2f}x {r['bare'] / r['work']:8.2f}")
+            if r["ok"] != args.n:
+                raise SystemExit(f"replay measured {r['ok']:.0f} of {args.n} images")
+        med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        print(f"\nmedians of {args.repeat} round(s); replay: {med['ok']:.0f} images ok, {med['sources']:.0f} sources "
+              f"(the seed's rows vary: {min(r['seed_rows'] for r in rounds):.0f}-"
+              f"{max(r['seed_rows'] for r in rounds):.0f}; its tasks share one default.param)")
         print(f"{'':34}{'seconds':>9}")
-        print(f"{'bare parallel SExtractor':34}{bare_s:9.2f}")
-        print(f"{'seed pipeline, whole process':34}{seed_wall:9.2f}   (its own total_s {seed_total:.2f}, "
-              f"work {seed_work:.2f})")
-        print(f"{'sexstream replay, whole process':34}{replay_wall:9.2f}")
-        print(f"{'sexstream replay, start-up excl.':34}{work:9.2f}")
+        print(f"{'bare parallel SExtractor':34}{med['bare']:9.2f}")
+        print(f"{'seed pipeline, whole process':34}{med['seed']:9.2f}")
+        print(f"{'sexstream replay, whole process':34}{med['replay']:9.2f}   "
+              f"(start-up {med['startup']:.2f} s until the first image)")
+        print(f"{'sexstream replay, start-up excl.':34}{med['work']:9.2f}")
         print()
-        print(f"whole process vs seed:        {seed_wall / replay_wall:5.2f}x faster (target >= 1.5x)")
-        print(f"start-up excluded vs bare:    {bare_s / work:5.2f} of bare's speed (target >= 0.90)")
+        vs_seed = [r["seed"] / r["replay"] for r in rounds]
+        vs_bare = [r["bare"] / r["work"] for r in rounds]
+        print(f"whole process vs seed:        {med['seed'] / med['replay']:5.2f}x faster (target >= 1.5x; "
+              f"rounds {min(vs_seed):.2f}-{max(vs_seed):.2f})")
+        print(f"start-up excluded vs bare:    {med['bare'] / med['work']:5.2f} of bare's speed (target >= 0.90; "
+              f"rounds {min(vs_bare):.2f}-{max(vs_bare):.2f})")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sexstream.requeue import MANIFEST_SCHEMA, Entry, Verdicts, requeue_folder, write_manifest
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: registering the subcommand must import fast
+    from sexstream.requeue import Entry, Verdicts
 
 log = logging.getLogger("sexstream")
 
@@ -81,6 +84,8 @@ def _stat(path: str) -> os.stat_result | None:
 
 def reconcile(raw: str, verdicts: Verdicts) -> list[Entry]:
     """The files below `raw` whose newest images row is not about them as they are now."""
+    from sexstream.requeue import Entry
+
     entries = []
     for path in list_candidates(raw):
         st = _stat(path)
@@ -103,6 +108,8 @@ class ArrivalGate:
 
     def __init__(self, raw: str, requeue_dir: str, images_dir: str, *, quiet: float = 1.0,
                  grace: float = 60.0, max_lines: int = 64):
+        from sexstream.requeue import Verdicts
+
         self.raw = os.path.abspath(raw)
         self.requeue_dir = str(requeue_dir)
         self.verdicts = Verdicts(images_dir)
@@ -120,6 +127,8 @@ class ArrivalGate:
     def start(self) -> "ArrivalGate":
         """Start watching, then reconcile the folder with the images table (events that
         happen during the reconciliation are not lost: the observer runs first)."""
+        from sexstream.requeue import write_manifest
+
         Path(self.raw).mkdir(parents=True, exist_ok=True)
         self._observer = self._make_observer()
         self._observer.start()
@@ -187,6 +196,8 @@ class ArrivalGate:
 
     def tick(self, now: float | None = None) -> list[Entry]:
         """Requeue the paths that are due; return their entries."""
+        from sexstream.requeue import Entry, write_manifest
+
         now = time.monotonic() if now is None else now
         due = self._due(now)
         if not due:
@@ -250,6 +261,8 @@ def checkpoint_sources(checkpoint: str) -> int | None:
 def requeue_source(checkpoint: str, folders: int = 1) -> str | None:
     """The requeue folder to read as the query's extra source, or None (with a warning)
     for a checkpoint made before the gate existed, which Spark could not resume with it."""
+    from sexstream.requeue import requeue_folder
+
     if checkpoint_sources(checkpoint) == folders:
         log.warning("arrivals: checkpoint %s predates the requeue source: files the listing "
                     "misses are not requeued; start on a new checkpoint to enable it", checkpoint)
@@ -261,6 +274,8 @@ def requeue_stream(spark, folder: str):
     """A streaming DataFrame of (path, length, modificationTime, force) from the manifests
     in `folder`, one manifest per micro-batch; Spark deletes a manifest once the batch
     that read it is committed (cleanSource)."""
+    from sexstream.requeue import MANIFEST_SCHEMA
+
     from pyspark.sql import functions as F
 
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -278,6 +293,8 @@ def select_failures(sink: str, *, reason: str | None = None, statuses=("failed",
                     paths: list[str] | None = None) -> list[tuple[str, str, str]]:
     """(path, status, reason) of every path whose newest images row has one of `statuses`
     and a reason matching the regex `reason` (case-insensitive), still present on disk."""
+    from sexstream.requeue import Verdicts
+
     from sexstream.tables import images_path
 
     verdicts = Verdicts(images_path(sink)).refresh()
@@ -295,6 +312,8 @@ def select_failures(sink: str, *, reason: str | None = None, statuses=("failed",
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:
+    from sexstream.requeue import Entry, requeue_folder, write_manifest
+
     from sexstream.cli import settings_from_args
 
     settings = settings_from_args(args, sink=args.sink, checkpoint=args.checkpoint)

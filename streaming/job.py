@@ -10,12 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sexstream.extractor import Plan
-from sexstream.ledger import Ledger
-from sexstream.schema import IMAGES, SOURCES
-from sexstream.settings import Settings
-from streaming.batch import BatchRunner, sink_table
+if TYPE_CHECKING:  # imported where used: `GracefulStop` alone must import fast
+    from sexstream.extractor import Plan
+    from sexstream.ledger import Ledger
+    from sexstream.settings import Settings
+    from streaming.batch import BatchRunner
 
 log = logging.getLogger("sexstream")
 
@@ -58,6 +59,8 @@ def start_query(spark, settings: Settings, plan: Plan, folders: list[str], *, ch
         from streaming.arrivals import requeue_stream
 
         df = df.withColumn("force", F.lit(False)).unionByName(requeue_stream(spark, requeue))
+    from streaming.batch import BatchRunner
+
     runner = BatchRunner(spark, plan, settings.sink, checkpoint,
                          files_per_task=settings.files_per_task, ledger=ledger, on_batch=on_batch)
     writer = df.writeStream.foreachBatch(runner).option("checkpointLocation", checkpoint)
@@ -137,7 +140,10 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
                stop: GracefulStop | None = None, ready=None) -> int:
     """`sexstream run`: watch settings.raw until SIGTERM/SIGINT; returns an exit code."""
     from sexstream import extractor
+    from sexstream.ledger import Ledger
+    from sexstream.schema import IMAGES, SOURCES
     from streaming.arrivals import ArrivalGate, requeue_source
+    from streaming.batch import sink_table
     from streaming.preflight import check_executors
     from streaming.session import build_session, stop_session
 
