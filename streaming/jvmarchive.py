@@ -56,14 +56,17 @@ def spark_jars() -> Path:
 
 
 def archive_key(jvm_options: str) -> str | None:
-    """What the archive depends on: the java binary, Spark's jars, the JVM options."""
+    """What the archive depends on: the java binary, the JVM options, and Spark's jars
+    where they are (the JVM refuses an archive whose class path moved or changed: each
+    venv, each reinstall of pyspark gets its own)."""
     java = java_binary()
     if java is None:
         return None
     st = os.stat(java)
     digest = hashlib.sha256(f"{java}\n{st.st_size}\n{st.st_mtime_ns}\n{jvm_options}\n".encode())
-    for jar in sorted(spark_jars().glob("*.jar")):
-        digest.update(f"{jar.name}\n".encode())
+    for jar in sorted(spark_jars().resolve().glob("*.jar")):
+        js = jar.stat()
+        digest.update(f"{jar}\n{js.st_size}\n{js.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -90,8 +93,9 @@ def build(jvm_options: str, *, force: bool = False, timeout: float = 600.0) -> P
     """Record the archive for `jvm_options` (unless it exists); returns its path.
 
     The recording runs in a child process (a JVM dumps its archive when it exits); the
-    file appears under its final name only once complete. Archives of other keys (an
-    older Spark or JVM) are removed."""
+    file appears under its final name only once complete. Archives of other keys are
+    removed when no JVM can use them any more: recorded from these same jars before they
+    changed, or from jars that are gone. Those of other venvs stay."""
     path = archive_path(jvm_options)
     if path is None:
         raise RuntimeError("no java found (JAVA_HOME or PATH): Spark needs Java 17 or later")
@@ -106,13 +110,25 @@ def build(jvm_options: str, *, force: bool = False, timeout: float = 600.0) -> P
         if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
             raise RuntimeError(f"recording the JVM class archive failed ({proc.returncode}):\n"
                                f"{proc.stderr[-3000:]}")
+        path.with_suffix(".jars").write_text(f"{spark_jars().resolve()}\n")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    jars = spark_jars().resolve()
     for old in path.parent.glob("driver-*.jsa"):
-        if old != path:
+        recorded_from = _recorded_from(old)
+        if old != path and (recorded_from is None or recorded_from == jars or not recorded_from.is_dir()):
             old.unlink(missing_ok=True)
+            old.with_suffix(".jars").unlink(missing_ok=True)
     return path
+
+
+def _recorded_from(archive: Path) -> Path | None:
+    """The Spark jars folder `archive` was recorded from (its sidecar), None if unknown."""
+    try:
+        return Path(archive.with_suffix(".jars").read_text().strip())
+    except OSError:
+        return None
 
 
 def _record(out: Path) -> None:
@@ -155,6 +171,8 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
 
     path = archive_path(FAST_START_JVM)
     if args.remove:
+        for sidecar in cache_dir().glob("driver-*.jars"):
+            sidecar.unlink(missing_ok=True)
         removed = [p for p in cache_dir().glob("driver-*.jsa") if p.unlink() is None]
         print(f"removed {len(removed)} archive(s) from {cache_dir()}")
         return 0

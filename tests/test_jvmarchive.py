@@ -66,12 +66,21 @@ def test_an_unusable_archive_is_ignored_silently(cache):
 
 
 def test_a_recorded_archive_serves_spark_classes_to_the_driver(cache, tmp_path):
-    stale = cache / "driver-0000000000000000.jsa"  # of an older Spark or JVM
-    stale.parent.mkdir(parents=True)
+    cache.mkdir(parents=True)
+    stale = cache / "driver-0000000000000000.jsa"  # these jars before a reinstall
     stale.write_bytes(b"old")
+    stale.with_suffix(".jars").write_text(str(jvmarchive.spark_jars().resolve()))
+    gone = cache / "driver-1111111111111111.jsa"  # a removed venv's
+    gone.write_bytes(b"old")
+    gone.with_suffix(".jars").write_text(str(tmp_path / "removed-venv" / "jars"))
+    other = cache / "driver-2222222222222222.jsa"  # another venv's, still there
+    other.write_bytes(b"other")
+    other.with_suffix(".jars").write_text(str(tmp_path))
     path = jvmarchive.build(FAST_START_JVM)
     assert path == jvmarchive.archive_path(FAST_START_JVM) and path.stat().st_size > 10 * 2**20
-    assert not stale.exists() and not list(cache.glob(".*partial"))
+    assert path.with_suffix(".jars").read_text().strip() == str(jvmarchive.spark_jars().resolve())
+    assert not stale.exists() and not gone.exists() and other.exists()
+    assert not list(cache.glob(".*partial"))
     mtime = path.stat().st_mtime_ns
     assert jvmarchive.build(FAST_START_JVM) == path and path.stat().st_mtime_ns == mtime  # found, kept
     # the driver JVM loads Spark's classes from the archive
