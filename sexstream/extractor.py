@@ -7,9 +7,11 @@ what went wrong.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
+import re
 import shutil
 import signal
 import socket
@@ -140,15 +142,29 @@ def _tail(text: str) -> str:
     return " | ".join([ln for ln in lines if ln][-STDERR_TAIL:])
 
 
+@functools.lru_cache(maxsize=1)
+def _die_with_parent() -> tuple[str, ...]:
+    """The prefix that makes SExtractor die with the process running it (util-linux
+    `setpriv --pdeathsig KILL`), or () where there is no setpriv.
+
+    SExtractor runs in its own session (so that a timeout can kill its process group),
+    which also keeps it out of the signals that end a Spark worker: without this, a
+    kill -9 of the driver or a lost executor leaves it running to its end, or forever
+    when it hangs."""
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+
+
 def run_sextractor(image: Path, plan: Plan, workdir: Path) -> Path:
     """Run the binary on `image` inside `workdir`; return the FITS_1.0 catalog's path.
 
-    The process runs in its own session; on timeout its whole process group is killed.
-    Raises InputError (transient for timeouts and signals)."""
+    The process runs in its own session; on timeout its whole process group is killed,
+    and it is killed when the process that runs it dies. Raises InputError (transient
+    for timeouts and signals)."""
     params = workdir / "catalog.param"
     params.write_text(plan.param_text)
     cat = workdir / "catalog.fits"
-    argv = [plan.binary.path, str(image), "-c", plan.config, *plan.options,
+    argv = [*_die_with_parent(), plan.binary.path, str(image), "-c", plan.config, *plan.options,
             "-PARAMETERS_NAME", str(params), "-CATALOG_TYPE", "FITS_1.0", "-CATALOG_NAME", str(cat)]
     proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -215,8 +231,55 @@ def _prepare_input(path: Path, workdir: Path, limit: int | None = None) -> tuple
     return source, hdus
 
 
+#: Work dirs are `sexstream-<pid>-*` in the temp folder: the pid tells whose they are.
+WORKDIR_NAME = re.compile(r"^sexstream-(\d+)-")
+_swept: set[str] = set()  # temp folders this process has swept
+
+
+def sweep_workdirs(tmp_root: str | None, older_than: float) -> list[str]:
+    """Remove the work dirs that processes which no longer exist left in `tmp_root`
+    (the default temp folder if None) when killed mid-image; returns their paths.
+
+    Only dirs older than `older_than` seconds go: a pid that looks dead here may be a
+    live process of another PID namespace sharing the folder, and no live extraction
+    keeps a work dir longer than its timeouts."""
+    root = tmp_root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        m = WORKDIR_NAME.match(name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(root, name)
+        try:
+            if now - os.stat(path).st_mtime < older_than:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _attempt(path: Path, plan: Plan, record: dict, tmp_root: str | None) -> pa.Table:
-    workdir = Path(tempfile.mkdtemp(prefix="sexstream-", dir=tmp_root))
+    if (tmp_root or "") not in _swept:  # once per process and folder
+        _swept.add(tmp_root or "")
+        sweep_workdirs(tmp_root, older_than=plan.timeout * (plan.retries + 1) + 300.0)
+    workdir = Path(tempfile.mkdtemp(prefix=f"sexstream-{os.getpid()}-", dir=tmp_root))
     try:
         image, hdus = _prepare_input(path, workdir, plan.max_image_bytes)
         primary = hdus[0].header

@@ -6,6 +6,9 @@ import concurrent.futures
 import gzip
 import math
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,6 +224,62 @@ def test_timeout_kills_the_whole_process_group(tmp_path, real_dir):
     time.sleep(0.2)
     for pid in pids:
         assert not alive(pid), f"pid {pid} survived the timeout"
+
+
+KILLED_WORKER = """
+import sys
+from sexstream import extractor, settings
+plan = extractor.prepare(settings.load(binary=sys.argv[1], timeout=600, retries=0))
+extractor.extract(sys.argv[2], plan)
+"""
+
+
+def test_a_killed_worker_takes_its_sextractor_with_it(tmp_path, real_dir):
+    """kill -9 of the process running SExtractor (a Spark worker, when the driver or an
+    executor dies) ends SExtractor too, though it runs in a session of its own."""
+    pidfile = tmp_path / "pids"
+    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(DOUBLES / "sextractor_hang"),
+                               str(real_dir / "sep" / "image.fits")],
+                              env={**os.environ, "SEXSTREAM_DOUBLE_PIDFILE": str(pidfile)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and len(pidfile.read_text().split()) == 2) and time.monotonic() < deadline:
+            assert worker.poll() is None
+            time.sleep(0.05)
+        double, grandchild = (int(p) for p in pidfile.read_text().split())
+        assert alive(double)
+        worker.kill()
+        worker.wait(30)
+        deadline = time.monotonic() + 30
+        while alive(double) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(double), "SExtractor outlived the worker that ran it"
+    finally:
+        worker.kill()
+        for pid in (int(p) for p in pidfile.read_text().split()) if pidfile.exists() else ():
+            try:
+                os.kill(pid, signal.SIGKILL)  # the double's own child: not SExtractor's behaviour
+            except ProcessLookupError:
+                pass
+
+
+def test_work_dirs_left_by_dead_processes_are_swept(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    old = time.time() - 3600
+    dead_old = tmp_path / f"sexstream-{gone}-abc"
+    dead_young = tmp_path / f"sexstream-{gone}-young"
+    live_old = tmp_path / f"sexstream-{os.getppid()}-xyz"
+    others = [tmp_path / "sexstream-spark-123", tmp_path / "sexstream-ship-9"]
+    for d in (dead_old, dead_young, live_old, *others):
+        d.mkdir()
+        (d / "catalog.param").write_text("NUMBER\n")
+    for d in (dead_old, live_old, *others):
+        os.utime(d, (old, old))
+    removed = extractor.sweep_workdirs(str(tmp_path), older_than=600)
+    assert removed == [str(dead_old)]
+    assert not dead_old.exists() and dead_young.exists() and live_old.exists()
+    assert all(d.exists() for d in others)
 
 
 def test_twenty_parallel_tasks_in_one_process_each_get_their_own_rows(real_dir):
