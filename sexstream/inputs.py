@@ -271,7 +271,8 @@ def footprint(header: fits.Header) -> tuple[list[float], list[float]] | None:
             w = WCS(header, naxis=2, relax=True)
             if not w.has_celestial:
                 return None
-            w = w.celestial
+            if w.naxis != 2 or w.wcs.lng < 0 or w.wcs.lat < 0:  # else it is celestial already
+                w = w.celestial
             nx, ny = int(header.get("ZNAXIS1", header.get("NAXIS1", 0))), int(
                 header.get("ZNAXIS2", header.get("NAXIS2", 0)))
             px = np.array([[0.5, 0.5], [nx + 0.5, 0.5], [nx + 0.5, ny + 0.5], [0.5, ny + 0.5]])
