@@ -144,11 +144,13 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from sexstream.schema import IMAGES, SOURCES
     from streaming.arrivals import ArrivalGate, requeue_source
     from streaming.batch import sink_table
+    from streaming import jvmarchive
     from streaming.preflight import check_executors
-    from streaming.session import build_session, stop_session
+    from streaming.session import FAST_START_JVM, build_session, end_jvm, stop_session
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
+    jvmarchive.hint_if_missing(FAST_START_JVM)
     spark = build_session(settings, "sexstream-run", ui=ui)
     stop.install()  # again: the SparkContext installed its own SIGINT handler
     board = gate = None
@@ -194,6 +196,7 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         if board is not None:
             board.stop()
         stop_session(spark)
+        end_jvm()  # the daemon's end is the end of all its processes
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -89,6 +89,13 @@ def java_options(jvm_options: str) -> str:
     return f'"-XX:SharedArchiveFile={path}" {QUIET_CDS}'
 
 
+def hint_if_missing(jvm_options: str) -> None:
+    """Log once per run that recording the archive would speed Spark's start-up."""
+    if enabled() and not java_options(jvm_options):
+        log.info("no driver JVM class archive for this Spark and JVM: `sexstream jvm-archive` "
+                 "records one (~30 s, once); Spark then starts about twice as fast")
+
+
 def build(jvm_options: str, *, force: bool = False, timeout: float = 600.0) -> Path:
     """Record the archive for `jvm_options` (unless it exists); returns its path.
 

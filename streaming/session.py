@@ -164,6 +164,7 @@ class BackgroundSession:
         self.seconds: float | None = None  # how long the build took
 
     def start(self) -> "BackgroundSession":
+        jvmarchive.hint_if_missing(FAST_START_JVM)
         threading.Thread(target=self._build, name="sexstream-session", daemon=True).start()
         return self
 
