@@ -84,10 +84,11 @@ def read(cat_path, plan: "Plan", ext_headers: list[fits.Header], primary: fits.H
             axes = 1
         columns[key.name] = _column(arr, axes)
     ext = _native(ext).astype(np.int64)
+    idx = pa.array(np.clip(ext - 1, 0, max(len(ext_headers) - 1, 0)))
     for name in plan.fitskeys:
+        # typed once from the extensions' values, then one value per source by its extension
         per_ext = [inputs.lookup(name, h, primary) for h in ext_headers]
-        idx = np.clip(ext - 1, 0, max(len(per_ext) - 1, 0))
-        columns[name] = header_column([per_ext[i] for i in idx] if per_ext else [None] * len(ext))
+        columns[name] = header_column(per_ext).take(idx) if per_ext else pa.nulls(len(ext))
     return pa.table(columns)
 
 
