@@ -236,9 +236,10 @@ WORKDIR_NAME = re.compile(r"^sexstream-(\d+)-")
 _swept: set[str] = set()  # temp folders this process has swept
 
 
-def sweep_workdirs(tmp_root: str | None, older_than: float) -> list[str]:
+def sweep_workdirs(tmp_root: str | None, older_than: float, name: re.Pattern = WORKDIR_NAME) -> list[str]:
     """Remove the work dirs that processes which no longer exist left in `tmp_root`
     (the default temp folder if None) when killed mid-image; returns their paths.
+    `name` matches such dirs, its first group being the pid of the process that made it.
 
     Only dirs older than `older_than` seconds go: a pid that looks dead here may be a
     live process of another PID namespace sharing the folder, and no live extraction
@@ -250,11 +251,11 @@ def sweep_workdirs(tmp_root: str | None, older_than: float) -> list[str]:
     except OSError:
         return removed
     now = time.time()
-    for name in names:
-        m = WORKDIR_NAME.match(name)
+    for entry in names:
+        m = name.match(entry)
         if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
             continue
-        path = os.path.join(root, name)
+        path = os.path.join(root, entry)
         try:
             if now - os.stat(path).st_mtime < older_than:
                 continue

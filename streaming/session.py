@@ -39,6 +39,8 @@ LOOPBACK = "127.0.0.1"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 #: The packages every executor must import, shipped when the master is not local.
 SHIPPED_PACKAGES = (sexstream, streaming)
+#: The temp folders of shipped zips: `sexstream-ship-<driver pid>-*`.
+SHIP_FOLDER = re.compile(r"^sexstream-ship-(\d+)-")
 
 #: JVM options of the driver (and executors on this machine): the JVM only coordinates
 #: here (SExtractor does the work), so C1-only JIT and the serial GC halve its start-up
@@ -250,7 +252,11 @@ def ship_packages(sc: SparkContext) -> Path | None:
     """
     if any(name.startswith("sexstream-packages") for name in (sc._python_includes or [])):
         return None
-    folder = Path(tempfile.mkdtemp(prefix="sexstream-ship-"))
+    from sexstream.extractor import sweep_workdirs
+
+    # a driver that was killed (or crashed with os._exit) could not remove its own
+    sweep_workdirs(None, older_than=3600.0, name=SHIP_FOLDER)
+    folder = Path(tempfile.mkdtemp(prefix=f"sexstream-ship-{os.getpid()}-"))
     atexit.register(shutil.rmtree, folder, True)
     archive = folder / "sexstream-packages.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:

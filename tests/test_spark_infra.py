@@ -19,7 +19,7 @@ from sexstream.settings import load
 from spark_fixtures import cluster_spark, local_spark, spark_infra, standalone_cluster  # noqa: F401
 from streaming.cluster import StandaloneCluster, is_running
 from streaming.preflight import PreflightError, check_executors
-from streaming.session import build_session, is_loopback_master, session_conf
+from streaming.session import build_session, is_loopback_master, session_conf, ship_packages
 
 pytestmark = pytest.mark.spark
 
@@ -46,6 +46,36 @@ def test_loopback_masters_are_recognised() -> None:
     remote = session_conf(load(master="spark://sky-master.example.org:7077"))
     assert "spark.driver.host" not in remote
     assert remote["spark.pyspark.python"] == sys.executable
+
+
+class _ShippingContext:
+    """What `ship_packages` uses of a SparkContext."""
+
+    def __init__(self) -> None:
+        self._python_includes: list[str] = []
+
+    def addPyFile(self, path: str) -> None:  # noqa: N802 (pyspark's name)
+        self._python_includes.append(Path(path).name)
+
+
+def test_shipped_zips_are_named_by_driver_and_those_of_dead_drivers_swept(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    dead = tmp_path / f"sexstream-ship-{gone}-old"  # a driver killed an hour ago
+    young = tmp_path / f"sexstream-ship-{gone}-young"  # maybe another PID namespace's, live
+    for d in (dead, young):
+        d.mkdir()
+    os.utime(dead, (0, 0))
+    archive = ship_packages(_ShippingContext())
+    assert archive.parent.name.startswith(f"sexstream-ship-{os.getpid()}-")
+    assert not dead.exists() and young.exists()
+    import zipfile
+
+    names = zipfile.ZipFile(archive).namelist()
+    assert "sexstream/extractor.py" in names and "streaming/batch.py" in names
 
 
 def test_local_session_runs_a_python_udf_with_the_venv(local_spark: SparkSession) -> None:
