@@ -82,9 +82,10 @@ def main() -> None:
     from streaming import jvmarchive
     from streaming.session import FAST_START_JVM
 
-    archive = jvmarchive.java_options(FAST_START_JVM)
-    print(f"driver JVM class archive: {archive.split()[0].strip(chr(34)) if archive else 'none'}"
-          f"{'' if archive else ' (run `sexstream jvm-archive` to record it)'}")
+    archive = jvmarchive.archive_path(FAST_START_JVM)
+    used = jvmarchive.enabled() and archive is not None and archive.is_file()
+    print(f"driver JVM class archive: {archive if used else 'none'}"
+          f"{'' if used else ' (run `sexstream jvm-archive` to record it)'}")
     with tempfile.TemporaryDirectory(prefix="sexstream-bench-replay-") as tmp:
         tmp = Path(tmp)
         images = tmp / "night"

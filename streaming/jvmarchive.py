@@ -125,9 +125,14 @@ def build(jvm_options: str, *, force: bool = False, timeout: float = 600.0) -> P
     for old in path.parent.glob("driver-*.jsa"):
         recorded_from = _recorded_from(old)
         if old != path and (recorded_from is None or recorded_from == jars or not recorded_from.is_dir()):
-            old.unlink(missing_ok=True)
-            old.with_suffix(".jars").unlink(missing_ok=True)
+            _remove(old)
     return path
+
+
+def _remove(archive: Path) -> None:
+    """Delete `archive` and its sidecar."""
+    archive.unlink(missing_ok=True)
+    archive.with_suffix(".jars").unlink(missing_ok=True)
 
 
 def _recorded_from(archive: Path) -> Path | None:
@@ -178,10 +183,10 @@ def cmd_jvm_archive(args: argparse.Namespace) -> int:
 
     path = archive_path(FAST_START_JVM)
     if args.remove:
-        for sidecar in cache_dir().glob("driver-*.jars"):
-            sidecar.unlink(missing_ok=True)
-        removed = [p for p in cache_dir().glob("driver-*.jsa") if p.unlink() is None]
-        print(f"removed {len(removed)} archive(s) from {cache_dir()}")
+        archives = list(cache_dir().glob("driver-*.jsa"))
+        for archive in archives:
+            _remove(archive)
+        print(f"removed {len(archives)} archive(s) from {cache_dir()}")
         return 0
     if args.show:
         state = "present" if path is not None and path.is_file() else "absent"
