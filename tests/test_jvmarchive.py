@@ -29,9 +29,11 @@ end_jvm()
 """
 
 
-def run_driver(cache: Path, java_options: str = "") -> subprocess.CompletedProcess:
+def run_driver(cache: Path, java_options: str = "", *, archive: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, jvmarchive.CACHE_ENV: str(cache)}
     env.pop(jvmarchive.SWITCH_ENV, None)
+    if not archive:
+        env[jvmarchive.SWITCH_ENV] = "off"
     return subprocess.run([sys.executable, "-c", DRIVER, java_options], capture_output=True, text=True,
                           timeout=300, env=env)
 
@@ -91,8 +93,6 @@ def test_a_recorded_archive_serves_spark_classes_to_the_driver(cache, tmp_path):
               if "org.apache.spark.SparkContext " in ln or "org.apache.spark.SparkContext$ " in ln]
     assert shared and all("shared objects file (top)" in ln for ln in shared), shared
     # and without it (switched off), from the jars
-    proc = subprocess.run([sys.executable, "-c", DRIVER, f"-Xlog:class+load=info:file={loads}"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, jvmarchive.CACHE_ENV: str(cache), jvmarchive.SWITCH_ENV: "off"})
+    proc = run_driver(cache, f"-Xlog:class+load=info:file={loads}", archive=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "shared objects file (top)" not in loads.read_text()
