@@ -1,22 +1,19 @@
 """One image -> (image record, Arrow source rows), exactly as SExtractor itself measures it.
 
 `prepare(settings)` validates the selection once (on the driver) and returns a `Plan`,
-plain data that travels to executors; `extract(path, plan)` runs SExtractor on one
-image in a private temp dir and never raises for a bad image: the image record says
-what went wrong.
+plain data that travels to executors; `extract(path, plan)` measures one image and
+never raises, whatever the image does: every attempt runs in a forked child
+(`sexstream.sandbox`) bounded by the plan's timeout, in a private temp dir, and an
+exception, a hang or the death of that child ends as the image record's status and
+reason. A file whose measuring process died twice is quarantined (recorded "failed").
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import mmap
 import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,9 +23,9 @@ import pyarrow as pa
 import xxhash
 
 from sexstream import binary as binary_mod
-from sexstream import catalog, inputs
+from sexstream import catalog, inputs, process, sandbox, structure, workdirs
 from sexstream.binary import Binary
-from sexstream.inputs import InputError
+from sexstream.errors import InputError
 from sexstream.params import Key, validate_keys
 from sexstream.settings import Settings
 
@@ -37,7 +34,11 @@ FILE_PARAMETERS = ("FILTER_NAME", "STARNNW_NAME", "WEIGHT_IMAGE", "FLAG_IMAGE", 
                    "ASSOC_NAME", "SOM_NAME", "DGEO_IMAGE")
 #: Config parameters sexstream sets itself: a user may not override them.
 RESERVED = ("CATALOG_NAME", "CATALOG_TYPE", "PARAMETERS_NAME")
-STDERR_TAIL = 3  # lines of SExtractor's stderr kept in a failure reason
+#: A measuring process that died this many times on one file quarantines the file.
+QUARANTINE_DEATHS = 2
+#: Seconds the sandbox waits beyond the plan's timeout, so that SExtractor's own timeout
+#: (the more precise reason) fires first when SExtractor is what hangs.
+SANDBOX_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -133,73 +134,30 @@ def content_hash(path: str | Path) -> str:
             return xxhash.xxh3_128_hexdigest(fh.read())
 
 
-def _tail(text: str) -> str:
-    """The last lines of SExtractor's stderr: its messages ("> Sorry, I don't know that
-    kind of data.") without the "> " prefix; progress lines (drawn with ANSI cursor
-    moves) are left out."""
-    lines = [ln.strip().lstrip(">").strip() for ln in text.replace("\r", "\n").splitlines()
-             if "\x1b[" not in ln]
-    return " | ".join([ln for ln in lines if ln][-STDERR_TAIL:])
-
-
-@functools.lru_cache(maxsize=1)
-def _die_with_parent() -> tuple[str, ...]:
-    """The prefix that makes SExtractor die with the process running it (util-linux
-    `setpriv --pdeathsig KILL`), or () where there is no setpriv.
-
-    SExtractor runs in its own session (so that a timeout can kill its process group),
-    which also keeps it out of the signals that end a Spark worker: without this, a
-    kill -9 of the driver or a lost executor leaves it running to its end, or forever
-    when it hangs."""
-    setpriv = shutil.which("setpriv")
-    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
-
-
-def run_sextractor(image: Path, plan: Plan, workdir: Path) -> Path:
+def run_sextractor(image: Path, plan: Plan, workdir: Path, timeout: float | None = None) -> Path:
     """Run the binary on `image` inside `workdir`; return the FITS_1.0 catalog's path.
 
-    The process runs in its own session; on timeout its whole process group is killed,
-    and it is killed when the process that runs it dies. Raises InputError (transient
-    for timeouts and signals)."""
+    At most `timeout` seconds (the plan's by default); see `process.run`. Raises
+    InputError (transient for timeouts and signals)."""
     params = workdir / "catalog.param"
     params.write_text(plan.param_text)
     cat = workdir / "catalog.fits"
-    argv = [*_die_with_parent(), plan.binary.path, str(image), "-c", plan.config, *plan.options,
+    argv = [plan.binary.path, str(image), "-c", plan.config, *plan.options,
             "-PARAMETERS_NAME", str(params), "-CATALOG_TYPE", "FITS_1.0", "-CATALOG_NAME", str(cat)]
-    proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=plan.timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise InputError(f"SExtractor timed out after {plan.timeout:g} s", transient=True) from None
-    except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        raise
-    stderr = err.decode("utf-8", "replace")
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        raise InputError(f"SExtractor killed by {name}" + (f": {_tail(stderr)}" if _tail(stderr) else ""),
-                         transient=True)
-    if proc.returncode != 0 or not cat.is_file():
-        raise InputError(f"SExtractor failed (exit {proc.returncode}): {_tail(stderr) or 'no message'}")
+    done = process.run(argv, workdir, timeout=plan.timeout if timeout is None else timeout,
+                       name="SExtractor", timeout_reason=f"SExtractor timed out after {plan.timeout:g} s")
+    if done.returncode != 0 or not cat.is_file():
+        raise InputError(f"SExtractor failed (exit {done.returncode}): {done.tail or 'no message'}")
     return cat
 
 
-def _prepare_input(path: Path, workdir: Path, limit: int | None = None) -> tuple[Path, list[inputs.HDUInfo]]:
+def _prepare_input(path: Path, workdir: Path, limit: int | None, phase) -> tuple[Path, list[structure.HDUInfo]]:
     """Return a file SExtractor can read (the raw file by a safe name, or a decompressed
     copy in `workdir`, at most `limit` bytes) and its HDUs; raise InputError for a bad or
     incomplete input."""
     kind = inputs.sniff(path)
     if kind in ("gzip", "bzip2"):
+        phase(f"decompressing the {kind} stream")
         try:
             plain = inputs.decompress_stream(path, kind, workdir / "decompressed.fits", limit)
         except InputError as exc:
@@ -216,90 +174,43 @@ def _prepare_input(path: Path, workdir: Path, limit: int | None = None) -> tuple
         if path.stat().st_size == 0:
             raise InputError("empty file (0 bytes)", status="incomplete")
         raise InputError(inputs._describe_unknown(path))
-    hdus = inputs.walk_hdus(source)
+    phase("reading the headers")
+    hdus = structure.walk_hdus(source, limit)
     if any(h.is_tile_compressed for h in hdus):
-        source = inputs.uncompress_tiles(source, hdus, workdir / "uncompressed.fits")
-        hdus = inputs.walk_hdus(source)
+        phase("decompressing tiles")
+        source = inputs.uncompress_tiles(source, workdir / "uncompressed.fits")
+        hdus = structure.walk_hdus(source, limit)
     images = [h for h in hdus if h.is_image]
     if not images:
-        kinds = ", ".join(f"HDU {h.index}: {h.header.get('XTENSION', 'PRIMARY').strip()} "
-                          f"NAXIS={h.header.get('NAXIS', 0)}" for h in hdus)
-        raise InputError(f"no image to measure ({kinds})")
-    inputs.check_planes(images)
+        raise InputError(f"no image to measure ({', '.join(h.describe() for h in hdus)})")
+    structure.check_planes(images)
     if source is path:
         source = inputs.safe_link(path, workdir)
     return source, hdus
 
 
-#: Work dirs are `sexstream-<pid>-*` in the temp folder: the pid tells whose they are.
-WORKDIR_NAME = re.compile(r"^sexstream-(\d+)-")
-_swept: set[str] = set()  # temp folders this process has swept
-
-
-def sweep_workdirs(tmp_root: str | None, older_than: float, name: re.Pattern = WORKDIR_NAME) -> list[str]:
-    """Remove the work dirs that processes which no longer exist left in `tmp_root`
-    (the default temp folder if None) when killed mid-image; returns their paths.
-    `name` matches such dirs, its first group being the pid of the process that made it.
-
-    Only dirs older than `older_than` seconds go: a pid that looks dead here may be a
-    live process of another PID namespace sharing the folder, and no live extraction
-    keeps a work dir longer than its timeouts."""
-    root = tmp_root or tempfile.gettempdir()
-    removed = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in names:
-        m = name.match(entry)
-        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
-            continue
-        path = os.path.join(root, entry)
-        try:
-            if now - os.stat(path).st_mtime < older_than:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _attempt(path: Path, plan: Plan, record: dict, tmp_root: str | None) -> pa.Table:
-    if (tmp_root or "") not in _swept:  # once per process and folder
-        _swept.add(tmp_root or "")
-        sweep_workdirs(tmp_root, older_than=plan.timeout * (plan.retries + 1) + 300.0)
-    workdir = Path(tempfile.mkdtemp(prefix=f"sexstream-{os.getpid()}-", dir=tmp_root))
-    try:
-        image, hdus = _prepare_input(path, workdir, plan.max_image_bytes)
-        primary = hdus[0].header
-        images = [h for h in hdus if h.is_image]
-        first = images[0].header
-        for k in plan.fitskeys:
-            record[k] = inputs.lookup(k, primary, first)
-        record["obs_mjd"] = inputs.obs_mjd(primary, first)
-        record["n_extensions"] = len(images)
-        record["footprints"] = []
-        for ext, h in enumerate(images, start=1):
-            corners = inputs.footprint(h.header)
-            record["footprints"].append({"ext_number": ext, "hdu": h.index,
-                                         "ra": corners[0] if corners else None,
-                                         "dec": corners[1] if corners else None})
-        cat = run_sextractor(image, plan, workdir)
-        return catalog.read(cat, plan, [h.header for h in images], primary)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: float, phase) -> pa.Table:
+    """The catalog of one image (header keys, footprints and counts into `fields`)."""
+    phase("opening the file")
+    image, hdus = _prepare_input(path, workdir, plan.max_image_bytes, phase)
+    primary = hdus[0].header
+    images = [h for h in hdus if h.is_image]
+    first = images[0].header
+    for k in plan.fitskeys:
+        fields[k] = inputs.lookup(k, primary, first)
+    fields["obs_mjd"] = inputs.obs_mjd(primary, first)
+    fields["n_extensions"] = len(images)
+    phase("evaluating the WCS")
+    fields["footprints"] = []
+    for ext, h in enumerate(images, start=1):
+        corners = inputs.footprint(h.header, h.shape)
+        fields["footprints"].append({"ext_number": ext, "hdu": h.index,
+                                     "ra": corners[0] if corners else None,
+                                     "dec": corners[1] if corners else None})
+    phase("running SExtractor")
+    cat = run_sextractor(image, plan, workdir, timeout=max(deadline - time.monotonic(), 0.001))
+    phase("reading the catalog")
+    return catalog.read(cat, plan, [h.header for h in images], primary)
 
 
 def _check_unchanged(path: Path, before: os.stat_result) -> None:
@@ -314,49 +225,141 @@ def _check_unchanged(path: Path, before: os.stat_result) -> None:
                          "bytes): still being written?", status="incomplete")
 
 
-def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None) -> ImageResult:
-    """Measure one image. Never raises for a bad image: the record's status and reason say
-    what happened ("ok", "failed" or "incomplete")."""
-    started = time.time()
+@dataclass
+class Attempt:
+    """One attempt at an image: its verdict, what was learned of the file, the catalog."""
+
+    status: str
+    reason: str | None
+    fields: dict
+    sources: pa.Table | None = None
+    transient: bool = False  # worth another attempt
+    died: str | None = None  # the measuring process ended without a verdict: how
+
+
+def _attempt(phase, path: Path, plan: Plan, tmp_root: str | None) -> Attempt:
+    """One attempt, start to verdict; never raises (an exception is the image's verdict).
+
+    Bounded by the plan's timeout: SExtractor gets what is left of it."""
+    deadline = time.monotonic() + plan.timeout
+    fields: dict = {}
+    where = ["starting"]
+
+    def step(text: str) -> None:
+        where[0] = text
+        phase(text)
+
+    try:
+        step("reading the file")
+        st = path.stat()
+        fields["size"] = st.st_size
+        fields["mtime"] = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        if st.st_size > plan.max_image_bytes:
+            raise InputError(f"too large: {st.st_size} bytes > max_image_bytes {plan.max_image_bytes}")
+        step("hashing the file")
+        fields["content_hash"] = content_hash(path)
+        fields["image_id"] = xxhash.xxh3_64_hexdigest(
+            f"{path}\0{fields['content_hash']}\0{plan.config_hash}".encode())
+        workdir = workdirs.make(tmp_root)
+        try:
+            sources = _measure(path, plan, fields, workdir, deadline, step)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            _check_unchanged(path, st)  # the hash and the verdict are about one content
+        step("adding provenance")
+        sources = catalog.with_provenance(
+            sources, {**fields, "path": str(path), "config_hash": plan.config_hash}, plan.healpix_order)
+        return Attempt("ok", None, fields, sources)
+    except InputError as exc:
+        return Attempt(exc.status, str(exc), fields, transient=exc.transient)
+    except OSError as exc:
+        err = inputs.describe_os_error(path, exc)
+        return Attempt(err.status, str(err), fields, transient=err.transient)
+    except MemoryError:
+        return Attempt("failed", f"out of memory (while {where[0]})", fields)
+    except Exception as exc:  # noqa: BLE001 (a bad image must end as a row, never a crash)
+        return Attempt("failed", f"internal error: {sandbox.one_line(exc)} (while {where[0]})", fields)
+
+
+def _isolated(path: Path, plan: Plan, tmp_root: str | None) -> Attempt:
+    """`_attempt` in a forked child: an exception, a hang or a death is a verdict too."""
+    out = sandbox.call(_attempt, path, plan, tmp_root, bound=plan.timeout + SANDBOX_GRACE_S)
+    if out.ok:
+        return out.value
+    where = f" (while {out.phase})" if out.phase else ""
+    if out.kind == "raised":
+        return Attempt("failed", f"internal error: {out.error}{where}", {})
+    workdirs.remove_of(out.pid, tmp_root)
+    if out.kind == "timeout":
+        return Attempt("failed", f"no verdict within {plan.timeout:g} s: the measurement was stopped"
+                       f"{where}", {})
+    return Attempt("failed", f"the process measuring it was {out.error}{where}", {}, died=out.error)
+
+
+#: Temp folders whose work dirs this process has swept (once per process and folder).
+_swept: set[str] = set()
+
+
+def preload() -> None:
+    """Import, once per process, what an attempt imports where it is used (WCS, time,
+    HEALPix): a forked child would otherwise import them again for every image."""
+    import astropy.time  # noqa: F401
+    import astropy.units  # noqa: F401
+    import astropy.wcs  # noqa: F401
+    import astropy_healpix  # noqa: F401
+    import numpy as np
+
+    pa.array(np.zeros(1))  # pyarrow imports its pandas shim on the first conversion
+
+
+def new_record(path: Path, plan: Plan) -> dict:
+    """An images-table record for `path` before any attempt: status "failed", no reason."""
+    return {"path": str(path), "size": None, "mtime": None, "content_hash": None,
+            "image_id": None, "status": "failed", "reason": None, "n_sources": 0,
+            "n_extensions": 0, "footprints": None, "obs_mjd": None,
+            "sextractor_version": plan.binary.version, "config_hash": plan.config_hash,
+            "host": socket.gethostname(), "started": datetime.now(timezone.utc), "attempts": 0,
+            **{k: None for k in plan.fitskeys}}
+
+
+def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolate: bool = True) -> ImageResult:
+    """Measure one image. Never raises, whatever the image does: the record's status and
+    reason say what happened ("ok", "failed" or "incomplete").
+
+    Transient failures (a SExtractor timeout or signal, an I/O error) are tried again,
+    `plan.retries` times. With `isolate` (the default) every attempt runs in a forked
+    child bounded by `plan.timeout` (+2 s): a hang anywhere is cut ("no verdict within
+    N s"), and a child that dies is tried once more, then the file is quarantined."""
     t0 = time.monotonic()
     path = Path(os.path.abspath(path))
-    record: dict = {"path": str(path), "size": None, "mtime": None, "content_hash": None,
-                    "image_id": None, "status": "failed", "reason": None, "n_sources": 0,
-                    "n_extensions": 0, "footprints": None, "obs_mjd": None,
-                    "sextractor_version": plan.binary.version, "config_hash": plan.config_hash,
-                    "host": socket.gethostname(),
-                    "started": datetime.fromtimestamp(started, timezone.utc), "attempts": 0,
-                    **{k: None for k in plan.fitskeys}}
-    sources = None
-    for attempt in range(plan.retries + 1):
-        record["attempts"] = attempt + 1
-        try:
-            st = path.stat()
-            record["size"] = st.st_size
-            record["mtime"] = datetime.fromtimestamp(st.st_mtime, timezone.utc)
-            if st.st_size > plan.max_image_bytes:
-                raise InputError(f"too large: {st.st_size} bytes > max_image_bytes "
-                                 f"{plan.max_image_bytes}")
-            record["content_hash"] = content_hash(path)
-            record["image_id"] = xxhash.xxh3_64_hexdigest(
-                f"{path}\0{record['content_hash']}\0{plan.config_hash}".encode())
-            try:
-                measured = _attempt(path, plan, record, tmp_root)
-            finally:
-                _check_unchanged(path, st)  # the hash and the verdict are about one content
-            sources, record["status"], record["reason"] = measured, "ok", None
+    if (tmp_root or "") not in _swept:
+        _swept.add(tmp_root or "")
+        workdirs.sweep(tmp_root, older_than=plan.timeout * (plan.retries + 1) + 300.0)
+        if isolate:
+            preload()
+    record = new_record(path, plan)
+    deaths: list[str] = []
+    attempt = None
+    while True:
+        record["attempts"] += 1
+        attempt = _isolated(path, plan, tmp_root) if isolate else _attempt(lambda _: None, path, plan, tmp_root)
+        record.update(attempt.fields)
+        record["status"], record["reason"] = attempt.status, attempt.reason
+        if attempt.died:
+            deaths.append(attempt.died)
+            if len(deaths) < QUARANTINE_DEATHS:
+                continue
+            record["reason"] = (f"quarantined: the process measuring it died {len(deaths)} times "
+                                f"({'; '.join(deaths)})")
             break
-        except (InputError, OSError) as exc:
-            err = exc if isinstance(exc, InputError) else inputs.describe_os_error(path, exc)
-            record["status"], record["reason"] = err.status, str(err)
-            if not err.transient:
-                break
-            if attempt == plan.retries and attempt > 0:
-                record["reason"] += f" (after {attempt + 1} attempts)"
-        if attempt < plan.retries:
-            time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        retries_done = record["attempts"] - 1 - len(deaths)
+        if not attempt.transient or retries_done >= plan.retries:
+            if attempt.transient and retries_done > 0:
+                record["reason"] += f" (after {retries_done + 1} attempts)"
+            break
+        time.sleep(min(0.5 * 2 ** retries_done, 5.0))
+    sources = attempt.sources if record["status"] == "ok" else None
     if sources is not None:
-        sources = catalog.with_provenance(sources, record, plan.healpix_order)
         record["n_sources"] = sources.num_rows
     record["duration_s"] = time.monotonic() - t0
     return ImageResult(record, sources)

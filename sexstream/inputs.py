@@ -1,5 +1,6 @@
-"""Opening a FITS input: what kind of file it is, whether it is complete, decompression,
-header keys and sky footprints.
+"""Opening a FITS input: what kind of file it is, decompression (gzip, bzip2, tiles),
+header keys and sky footprints. The file's structure and completeness are
+`sexstream.structure`'s.
 
 Nothing here modifies the raw file: a compressed input is decompressed into the run's
 private temp dir, and everything else is read in place.
@@ -12,50 +13,17 @@ import gzip
 import os
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-BLOCK = 2880  # bytes in a FITS block
+from sexstream.errors import InputError
+from sexstream.sandbox import one_line
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
-
-
-class InputError(Exception):
-    """An input that cannot become a catalog; `str()` is the one-line reason.
-
-    `status` is "failed" for a permanent problem and "incomplete" for a file that may
-    still be growing (truncated against what its headers declare)."""
-
-    def __init__(self, reason: str, status: str = "failed", transient: bool = False):
-        super().__init__(reason)
-        self.status = status
-        self.transient = transient
-
-
-@dataclass(frozen=True)
-class HDUInfo:
-    """One HDU as laid out in the file: index, header, data byte span."""
-
-    index: int
-    header: fits.Header
-    data_offset: int
-    data_bytes: int  # declared, without padding
-
-    @property
-    def is_image(self) -> bool:
-        """An image SExtractor measures: an image HDU with at least 2 axes of data."""
-        h = self.header
-        if self.index > 0 and h.get("XTENSION", "").strip() != "IMAGE":
-            return False
-        return int(h.get("NAXIS", 0)) >= 2 and self.data_bytes > 0
-
-    @property
-    def is_tile_compressed(self) -> bool:
-        return bool(self.header.get("ZIMAGE", False)) and self.header.get("XTENSION", "").strip() == "BINTABLE"
 
 
 def sniff(path: str | Path) -> str:
@@ -87,73 +55,6 @@ def _describe_unknown(path: Path) -> str:
     return f"not a FITS file: {what} (a FITS file starts with 'SIMPLE  =')"
 
 
-def _data_bytes(h: fits.Header) -> int:
-    naxis = int(h.get("NAXIS", 0))
-    if naxis == 0:
-        return 0
-    n = 1
-    for i in range(1, naxis + 1):
-        n *= int(h.get(f"NAXIS{i}", 0))
-    return abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1)) * (int(h.get("PCOUNT", 0)) + n)
-
-
-def walk_hdus(path: str | Path) -> list[HDUInfo]:
-    """Read every header of a FITS file without reading its data, and check that the file
-    holds all the bytes the headers declare.
-
-    Raises InputError: "incomplete" when the file ends before a declared HDU does (it may
-    still be being written), "failed" when a header is unreadable.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    hdus: list[HDUInfo] = []
-    offset = 0
-    with open(path, "rb") as fh:
-        while offset < size:
-            fh.seek(offset)
-            chunks = []
-            while True:
-                block = fh.read(BLOCK)
-                if len(block) < BLOCK:
-                    raise InputError(
-                        f"truncated: header of HDU {len(hdus)} has no END card before the end "
-                        f"of the file ({size} bytes)", status="incomplete")
-                chunks.append(block)
-                if _has_end(block):
-                    break
-            raw = b"".join(chunks)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    header = fits.Header.fromstring(raw.decode("ascii", "replace"))
-            except Exception as exc:  # astropy raises several kinds for a bad card
-                raise InputError(f"unreadable FITS header in HDU {len(hdus)}: {exc}") from None
-            if len(hdus) == 0 and "SIMPLE" not in header:
-                raise InputError("not a FITS file: no SIMPLE card in the primary header")
-            if len(hdus) > 0 and "XTENSION" not in header:
-                break  # trailing bytes after the last HDU: FITS allows special records
-            try:
-                nbytes = _data_bytes(header)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise InputError(f"invalid FITS header in HDU {len(hdus)}: bad {exc}") from None
-            data_offset = offset + len(raw)
-            hdus.append(HDUInfo(len(hdus), header, data_offset, nbytes))
-            end = data_offset + nbytes
-            if end > size:
-                declared = data_offset + ((nbytes + BLOCK - 1) // BLOCK) * BLOCK
-                raise InputError(f"truncated: header declares {declared} bytes, file has {size}",
-                                 status="incomplete")
-            offset = data_offset + ((nbytes + BLOCK - 1) // BLOCK) * BLOCK
-    if not hdus:
-        raise InputError("empty file (0 bytes)" if size == 0 else "not a FITS file: no header")
-    return hdus
-
-
-def _has_end(block: bytes) -> bool:
-    return any(block[i:i + 8] == b"END     " or block[i:i + 80].rstrip() == b"END"
-               for i in range(0, BLOCK, 80))
-
-
 def decompress_stream(path: Path, kind: str, out: Path, limit: int | None = None) -> Path:
     """Write the gzip/bzip2-decompressed bytes of `path` to `out`; InputError if broken,
     or if they exceed `limit` bytes (a decompression bomb never fills the disk)."""
@@ -173,19 +74,6 @@ def decompress_stream(path: Path, kind: str, out: Path, limit: int | None = None
         out.unlink(missing_ok=True)
         raise
     return out
-
-
-def check_planes(images: list[HDUInfo]) -> None:
-    """InputError for an image HDU with more than 2 non-degenerate axes: SExtractor 2.25
-    silently measures only the first plane of a cube, so its catalog would misrepresent
-    the file. A 3rd axis of length 1 (NAXIS3 = 1) is a plain image."""
-    for h in images:
-        naxis = int(h.header.get("NAXIS", 0))
-        shape = [int(h.header.get(f"NAXIS{i}", 1)) for i in range(1, naxis + 1)]
-        if any(n > 1 for n in shape[2:]):
-            raise InputError(f"{naxis}-D image in HDU {h.index} ({'x'.join(map(str, shape))}): "
-                             "SExtractor measures only the first plane of a cube; split the "
-                             "planes into 2-D images to measure them")
 
 
 def describe_os_error(path: Path, exc: OSError) -> InputError:
@@ -208,7 +96,7 @@ def describe_os_error(path: Path, exc: OSError) -> InputError:
                       transient=True)
 
 
-def uncompress_tiles(path: Path, hdus: list[HDUInfo], out: Path) -> Path:
+def uncompress_tiles(path: Path, out: Path) -> Path:
     """Write a copy of a FITS file whose tile-compressed images (RICE, GZIP, HCOMPRESS,
     PLIO) are stored as plain image HDUs; InputError if a tile is corrupt."""
     try:
@@ -226,22 +114,27 @@ def uncompress_tiles(path: Path, hdus: list[HDUInfo], out: Path) -> Path:
                     else:
                         new.append(hdu.copy())
                 new.writeto(out, output_verify="silentfix", overwrite=True)
-    except InputError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (astropy and its decompressors raise many kinds)
         out.unlink(missing_ok=True)
-        raise InputError(f"corrupt tile-compressed image: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"corrupt tile-compressed image: {one_line(exc)}") from None
     return out
 
 
+#: Integers a table column can hold (int64); larger header integers are kept as text.
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def header_value(value: Any) -> Any:
-    """A header card's value as a plain Python value of its FITS type (None if undefined)."""
+    """A header card's value as a plain Python value of its FITS type (None if undefined).
+
+    An integer beyond int64 is kept exactly, as its text; a complex value as text."""
     if value is None or isinstance(value, fits.card.Undefined):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
-        return int(value)
+        value = int(value)
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
     if isinstance(value, (float, np.floating)):
         return float(value)
     if isinstance(value, complex):
@@ -250,17 +143,22 @@ def header_value(value: Any) -> Any:
 
 
 def lookup(key: str, *headers: fits.Header) -> Any:
-    """The first header among `headers` that has `key`, its value; None when none has it."""
+    """The first header among `headers` that has `key`, its value; None when none has it,
+    or when its card cannot be parsed (a header key is data, never a reason to fail)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for h in headers:
-            if key in h:
-                return header_value(h[key])
+            try:
+                if key in h:
+                    return header_value(h[key])
+            except Exception:  # noqa: BLE001 (astropy raises several kinds for a bad card)
+                return None
     return None
 
 
-def footprint(header: fits.Header) -> tuple[list[float], list[float]] | None:
-    """RA and Dec (degrees) of the 4 outer pixel corners of an image HDU, from its WCS.
+def footprint(header: fits.Header, shape: tuple[int, ...]) -> tuple[list[float], list[float]] | None:
+    """RA and Dec (degrees) of the 4 outer pixel corners of an image HDU of `shape`
+    (NAXIS1, NAXIS2, ...), from its WCS.
 
     None when the header has no celestial WCS or the WCS cannot be evaluated."""
     from astropy.wcs import WCS
@@ -273,11 +171,10 @@ def footprint(header: fits.Header) -> tuple[list[float], list[float]] | None:
                 return None
             if w.naxis != 2 or w.wcs.lng < 0 or w.wcs.lat < 0:  # else it is celestial already
                 w = w.celestial
-            nx, ny = int(header.get("ZNAXIS1", header.get("NAXIS1", 0))), int(
-                header.get("ZNAXIS2", header.get("NAXIS2", 0)))
+            nx, ny = shape[0], shape[1]
             px = np.array([[0.5, 0.5], [nx + 0.5, 0.5], [nx + 0.5, ny + 0.5], [0.5, ny + 0.5]])
             sky = w.all_pix2world(px, 1)
-    except Exception:
+    except Exception:  # noqa: BLE001 (a WCS that cannot be evaluated is no footprint)
         return None
     if not np.all(np.isfinite(sky)) or np.any(np.abs(sky[:, 1]) > 90):
         return None

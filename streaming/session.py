@@ -252,10 +252,10 @@ def ship_packages(sc: SparkContext) -> Path | None:
     """
     if any(name.startswith("sexstream-packages") for name in (sc._python_includes or [])):
         return None
-    from sexstream.extractor import sweep_workdirs
+    from sexstream.workdirs import sweep
 
     # a driver that was killed (or crashed with os._exit) could not remove its own
-    sweep_workdirs(None, older_than=3600.0, name=SHIP_FOLDER)
+    sweep(None, older_than=3600.0, name=SHIP_FOLDER)
     folder = Path(tempfile.mkdtemp(prefix=f"sexstream-ship-{os.getpid()}-"))
     atexit.register(shutil.rmtree, folder, True)
     archive = folder / "sexstream-packages.zip"

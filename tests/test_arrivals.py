@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 
 import bad_inputs
-from sexstream import extractor, settings, sink, synthetic
+from sexstream import extractor, process, settings, sink, synthetic
 from sexstream.requeue import Entry, Verdicts, write_manifest
 from sexstream.schema import images_table
 from streaming import arrivals
@@ -80,13 +80,13 @@ def test_a_file_that_grows_during_extraction_is_incomplete_and_yields_no_sources
     assert r.record["content_hash"] == extractor.content_hash(good)  # the bytes it started from
 
 
-def test_an_io_error_is_retried_and_the_image_then_measured(good, plan, monkeypatch):
-    calls = []
+def test_an_io_error_is_retried_and_the_image_then_measured(good, plan, monkeypatch, tmp_path):
     real = extractor.content_hash
+    failed_once = tmp_path / "failed-once"  # a file: every attempt runs in its own process
 
     def flaky(path):  # the disk answers EIO once, as a flaky mount does
-        calls.append(path)
-        if len(calls) == 1:
+        if not failed_once.exists():
+            failed_once.touch()
             raise OSError(errno.EIO, "Input/output error", str(path))
         return real(path)
 
@@ -115,7 +115,7 @@ def test_a_cube_with_a_degenerate_third_axis_is_a_plain_image(tmp_path, good, pl
 def test_sextractor_messages_become_the_reason_without_progress_lines():
     stderr = ("\x1b[1M> \n\x1b[1A----- SExtractor 2.25.0 started on 2026-01-01 at 00:00:00 with 2 threads\n"
               "\n> Sorry, I don't know that kind of data.\n\n")
-    assert extractor._tail(stderr) == "Sorry, I don't know that kind of data."
+    assert process.tail(stderr) == "Sorry, I don't know that kind of data."
 
 
 # --- the arrival gate ---------------------------------------------------------------

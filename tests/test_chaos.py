@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sexstream import extractor, inputs, settings, sink
+from sexstream import extractor, inputs, settings, sink, structure
+from sexstream.errors import InputError
 from sexstream.schema import images_table, stamp
 from streaming.chaos import feed as feed_mod
 from streaming.chaos.audit import Oracle, audit
@@ -97,8 +98,8 @@ def test_feed_is_seeded_and_its_bad_files_are_what_they_claim(tmp_path):
     feed = feed_mod.Feed(tmp_path, nx=64, ny=64)
     trunc = feed.drop(next(x for x in a if x.kind == "truncated"))
     text = feed.drop(next(x for x in a if x.kind == "text"))
-    with pytest.raises(inputs.InputError) as info:
-        inputs.walk_hdus(trunc.path)
+    with pytest.raises(InputError) as info:
+        structure.walk_hdus(trunc.path)
     assert info.value.status == "incomplete"
     assert inputs.sniff(text.path) == "unknown"
     assert not list(tmp_path.rglob(".*.tmp"))  # written under a temporary name, then renamed

@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 
 from conftest import REAL, direct_run, parse_ascii_head, printed_tolerance, real_images
-from sexstream import extractor, settings
+from sexstream import extractor, settings, workdirs
 from sexstream.params import UnknownKeyError
 
 DOUBLES = Path(__file__).parent / "doubles"
@@ -228,7 +228,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path, real_dir):
 
 KILLED_WORKER = """
 import sys
-from sexstream import extractor, settings
+from sexstream import extractor, settings, workdirs
 plan = extractor.prepare(settings.load(binary=sys.argv[1], timeout=600, retries=0))
 extractor.extract(sys.argv[2], plan)
 """
@@ -276,7 +276,7 @@ def test_work_dirs_left_by_dead_processes_are_swept(tmp_path):
         (d / "catalog.param").write_text("NUMBER\n")
     for d in (dead_old, live_old, *others):
         os.utime(d, (old, old))
-    removed = extractor.sweep_workdirs(str(tmp_path), older_than=600)
+    removed = workdirs.sweep(str(tmp_path), older_than=600)
     assert removed == [str(dead_old)]
     assert not dead_old.exists() and dead_young.exists() and live_old.exists()
     assert all(d.exists() for d in others)
