@@ -1,10 +1,14 @@
 """`sexstream compact`: merge the many small files streaming leaves, remove orphans.
 
 Streaming commits one or a few small Parquet files per table and micro-batch; a night
-of 1 s batches leaves thousands. `compact` rewrites them into large files (delta-rs
-optimize: a commit that removes the small files and adds the merged ones, so readers
-never see a row twice) and then vacuums: files no longer in the table, and orphans of
-batches that died before their commit, once older than the retention.
+of 1 s batches leaves thousands. `compact` rewrites them into large files (a commit
+that removes the small files and adds the merged ones, so readers never see a row
+twice) and then vacuums: files no longer in the table, and orphans of batches that
+died before their commit, once older than the retention.
+
+The sources table is not merely merged but clustered by its `healpix` column
+(`cluster_sources`, see `sexstream.layout`), so that a cone search or a light curve
+reads a small fraction of it; the images table is compacted by delta-rs optimize.
 
 The retention protects parts that a running batch has written but not yet committed:
 never set it below the longest batch you run (at least 1 hour is enforced).
@@ -12,9 +16,17 @@ never set it below the longest batch you run (at least 1 hour is enforced).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 
 MIN_RETENTION_HOURS = 1.0
+#: Clustering (see `cluster_sources`): rows per file and per row group of a sorted run,
+#: rows sorted in memory at once, runs of about the same size merged together.
+FILE_ROWS = 524_288
+ROW_GROUP_ROWS = 16_384
+SORT_ROWS = 2_000_000
+FANOUT = 4
 
 
 @dataclass
@@ -23,16 +35,128 @@ class CompactReport:
     files_before: int
     files_after: int
     removed_by_vacuum: int
+    detail: str | None = None
 
     def line(self) -> str:
         return (f"{self.table}: {self.files_before} -> {self.files_after} files, "
-                f"{self.removed_by_vacuum} unreferenced files vacuumed")
+                f"{self.removed_by_vacuum} unreferenced files vacuumed"
+                + (f"\n  {self.detail}" if self.detail else ""))
+
+
+@dataclass
+class ClusterReport:
+    """What `cluster_sources` did: the tail it sorted, the runs it merged, the cost."""
+
+    tail_files: int = 0
+    tail_rows: int = 0
+    runs_before: int = 0
+    runs_after: int = 0
+    rows_written: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+    steps: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"sources: not clustered ({self.skipped})"
+        return (f"sources: clustered by healpix: {self.tail_files} tail files ({self.tail_rows} rows) "
+                f"sorted, runs {self.runs_before} -> {self.runs_after}, {self.rows_written} rows "
+                f"written ({self.bytes_written / 1e6:.1f} MB) in {self.commits} commits, "
+                f"{self.seconds:.1f} s")
+
+
+def run_level(rows: int, base_rows: int, fanout: int = FANOUT) -> int:
+    """The tier of a sorted run of `rows` rows: 0 up to `base_rows`, then +1 per
+    factor `fanout`."""
+    return 0 if rows <= base_rows else int(math.log(rows / base_rows, fanout))
+
+
+def cluster_sources(sink: str, *, file_rows: int = FILE_ROWS, row_group_rows: int = ROW_GROUP_ROWS,
+                    sort_rows: int = SORT_ROWS, fanout: int = FANOUT, min_tail_rows: int = 0,
+                    full: bool = False) -> "ClusterReport":
+    """Cluster the sources table by `healpix` so that cone searches and light curves read
+    a small fraction of it (a step the maintenance schedule and `compact` run).
+
+    1. The tail (files appended since the last run, any order) is sorted into runs of
+       at most about `sort_rows` rows, when it holds at least `min_tail_rows` rows.
+    2. Runs are tiered by size (`run_level` with base `file_rows`): whenever `fanout`
+       runs share a tier they are merged into one; with `full`, all runs are merged.
+
+    Cost: each row is written once by step 1 and about once per tier it climbs,
+    log_fanout(rows / file_rows) tiers (5 at 10^8 rows), reading what it writes;
+    memory about `sort_rows` rows (step 1) or one row group per run plus one output
+    file (step 2). A cone then meets at most (fanout - 1) runs per tier, and the tail
+    files that statistics cannot rule out. Removed files stay on disk, for time
+    travel, until `vacuum` (the retention of `compact`). Measured figures: README.
+    """
+    import pyarrow as pa
+
+    from sexstream import layout
+    from sexstream.tables import open_table, sources_path
+
+    t0 = time.perf_counter()
+    report = ClusterReport()
+    path = sources_path(sink)
+    table = open_table(path)
+    if table is None:
+        report.skipped = "no table"
+        return report
+    if "healpix" not in pa.schema(table.schema().to_arrow()).names:
+        report.skipped = "no healpix column: select sky coordinates among the keys"
+        return report
+    runs, tail = layout.runs_of(layout.data_files(table))
+    report.runs_before = len(runs)
+    report.tail_files, report.tail_rows = len(tail), sum(f.rows for f in tail)
+
+    def record(step, what: str) -> bool:
+        if step.committed:
+            report.commits += 1
+            report.rows_written += step.rows
+            report.bytes_read += step.bytes_read
+            report.bytes_written += step.bytes_written
+            report.steps.append(f"{what}: {step.removed} -> {step.added} files, {step.rows} rows")
+        return step.committed
+
+    if tail and report.tail_rows >= max(min_tail_rows, 1):
+        share = report.tail_rows / math.ceil(report.tail_rows / sort_rows)  # groups of equal size
+        group: list = []
+        for f in tail:
+            group.append(f)
+            if sum(g.rows for g in group) >= share or f is tail[-1]:
+                record(layout.sort_tail(path, group, file_rows=file_rows,
+                                        row_group_rows=row_group_rows), "sort tail")
+                group = []
+    else:
+        report.tail_files = report.tail_rows = 0
+    while True:
+        runs, _ = layout.runs_of(layout.data_files(open_table(path)))
+        tiers: dict[int, list[list]] = {}
+        for files in runs.values():
+            tiers.setdefault(run_level(sum(f.rows for f in files), file_rows, fanout), []).append(files)
+        due = [level for level, group in sorted(tiers.items()) if len(group) >= fanout]
+        if full and len(runs) > 1:
+            merging = list(runs.values())
+        elif due:
+            merging = tiers[due[0]]
+        else:
+            break
+        if not record(layout.merge_runs(path, merging, file_rows=file_rows,
+                                        row_group_rows=row_group_rows), f"merge {len(merging)} runs"):
+            break
+        full = False
+    report.runs_after = len(runs)
+    report.seconds = time.perf_counter() - t0
+    return report
 
 
 def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | None = None,
-            dry_run: bool = False) -> list[CompactReport]:
-    """Optimize (compact) and vacuum every table of `sink`; returns one report per table."""
-    from sexstream.schema import TABLES
+            dry_run: bool = False, cluster: bool = True) -> list[CompactReport]:
+    """Cluster (sources, see `cluster_sources`) or optimize (images), then vacuum every
+    table of `sink`; returns one report per table."""
+    from sexstream.schema import SOURCES, TABLES
     from sexstream.tables import open_table
 
     if retention_hours < MIN_RETENTION_HOURS:
@@ -45,12 +169,16 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
         if table is None:
             continue
         before = len(table.file_uris())
+        clustered = None
         if not dry_run:
-            table.optimize.compact(target_size=target_size)
+            clustered = cluster_sources(sink) if cluster and name == SOURCES else None
+            if clustered is None or clustered.skipped:
+                table.optimize.compact(target_size=target_size)
             table = open_table(path)
         removed = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                enforce_retention_duration=False, full=True)
-        reports.append(CompactReport(name, before, len(table.file_uris()), len(removed)))
+        reports.append(CompactReport(name, before, len(table.file_uris()), len(removed),
+                                     clustered.line() if clustered else None))
     return reports
 
 

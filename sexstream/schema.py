@@ -50,3 +50,16 @@ def stamp(table: pa.Table, batch_id: int, ingest_time: datetime) -> pa.Table:
     n = table.num_rows
     table = table.append_column("batch_id", pa.array([batch_id] * n, pa.int64()))
     return table.append_column("ingest_time", pa.array([ingest_time] * n, UTC_US))
+
+
+def with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, in its order and types: a column the
+    table lacks (a file written before the column existed) is all null."""
+    arrays = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table[field.name]
+            arrays.append(column if column.type.equals(field.type) else column.cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
