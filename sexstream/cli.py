@@ -152,7 +152,8 @@ def _command_modules():
     import importlib
 
     mods = []
-    for name in ("sexstream.maintenance", "streaming.commands", "sexstream.dashboard.commands"):
+    for name in ("sexstream.maintenance", "streaming.commands", "sexstream.dashboard.commands",
+                 "sexstream.query.commands"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
