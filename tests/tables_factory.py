@@ -20,6 +20,8 @@ from astropy import units as u
 from astropy_healpix import lonlat_to_healpix
 from deltalake import write_deltalake
 
+from sexstream.survey import from_tangent as tangent_to_sky  # (ra0, dec0, xi, eta) -> (ra, dec)
+
 #: CCD side (degrees) and gap between CCDs (degrees).
 CCD_SIZE = 0.25
 CCD_GAP = 0.01
@@ -75,17 +77,6 @@ class Pointing:
     path: str | None = None
     runid: str = "R2025A"
     extras: dict = field(default_factory=dict)
-
-
-def tangent_to_sky(ra0: np.ndarray, dec0: np.ndarray, xi: np.ndarray,
-                   eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic (TAN) inverse: standard coordinates (xi, eta) in degrees about (ra0, dec0)."""
-    ra0r, dec0r = np.radians(ra0), np.radians(dec0)
-    x, y = np.radians(xi), np.radians(eta)
-    denom = np.cos(dec0r) - y * np.sin(dec0r)
-    ra = ra0r + np.arctan2(x, denom)
-    dec = np.arctan2(np.sin(dec0r) + y * np.cos(dec0r), np.hypot(x, denom))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
 def extension_corners(ra: float, dec: float) -> list[dict]:

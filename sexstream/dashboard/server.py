@@ -6,6 +6,8 @@ Routes (GET/HEAD only; everything else is 404 or 405):
   table built at start (no file-system path is ever derived from a URL);
 - `/api/state` — images rows, versions, counters (JSON);
 - `/api/density?order=N&axis=ingest|obs&since=T` — source counts per HEALPix cell;
+- `/api/cone?ra=&dec=&radius=` and `/api/lightcurve?ra=&dec=&radius=` — the sources
+  where the user clicked, and a source's light curve (`sexstream.dashboard.lookup`);
 - `/events` — the push stream: one event per Delta commit.
 
 Binds 127.0.0.1 by default; on a loopback address, requests naming another host are
@@ -25,6 +27,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from sexstream.dashboard.feed import SkyFeed
+from sexstream.dashboard.lookup import SkyLookup
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             body = feed.density(order, axis, since).encode()
             self._send(HTTPStatus.OK, body, "application/json", head=head)
+        elif route in ("/api/cone", "/api/lightcurve"):
+            status, body = self.server.lookup.answer(route, query)
+            self._send(status, body, "application/json", head=head)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head=head)
 
@@ -161,6 +167,7 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.feed = feed
+        self.lookup = SkyLookup(feed.sink)
         self.files = static_files()
         self.closing = threading.Event()
         self.streams: set[queue.Queue] = set()

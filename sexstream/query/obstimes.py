@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from sexstream.coverage import MJD_UNIX_EPOCH
-from sexstream.tables import open_table
+from sexstream.query.snapshot import Snapshot
 
 #: Values of the `obs_mjd_from` column.
 HEADER, INGEST = "header", "ingest_time"
@@ -34,35 +34,23 @@ class ObsTimes:
     """image_id -> obs_mjd from the images table, with the files' statistics for pruning."""
 
     def __init__(self, table_dir: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(str(table_dir))
-        self._table = None
-        self._version = -1
-        self._files: pa.Table | None = None
+        self.snapshot = Snapshot(table_dir)
+        self.path = self.snapshot.path
         self._known: dict[str, float | None] = {}
         self._lock = threading.RLock()
         self.files_read = 0
 
     def refresh(self) -> int:
         """Follow the images table to its latest version; returns it (-1: no table)."""
-        with self._lock:
-            if self._table is None:
-                self._table = open_table(self.path)
-            else:
-                self._table.update_incremental()
-            version = -1 if self._table is None else self._table.version()
-            if version != self._version:
-                self._version = version
-                self._files = None if self._table is None else pa.table(
-                    self._table.get_add_actions(flatten=True))
-            return version
+        return self.snapshot.refresh()
 
     def lookup(self, image_ids: np.ndarray, ingest_us: np.ndarray) -> dict[str, float | None]:
         """obs_mjd (days; None when the header had none) of each image id, given the
         ingest times (microseconds since 1970, UTC) of the rows that carry them."""
         with self._lock:
             wanted = {i for i in image_ids.tolist() if i is not None} - self._known.keys()
-            if wanted and self._files is not None and self._files.num_rows:
-                files = self._files
+            files = self.snapshot.files
+            if wanted and files is not None and files.num_rows:
                 times = np.unique(ingest_us[np.isin(image_ids, list(wanted))])
                 chosen = np.zeros(files.num_rows, bool)
                 if "min.ingest_time" in files.column_names and len(times):

@@ -62,11 +62,10 @@ class Sky:
                 raise QueryError(f"no column {name!r} in the sources table{hint} (columns: "
                                  + ", ".join(names) + ")")
 
-    def _rows(self, ra: Any, dec: Any, radius: Any, columns: list[str], config_hash: str | None,
-              window: str | None, now: datetime | None) -> tuple[pa.Table, dict]:
-        ra_deg, dec_deg = parse_position(ra, dec)
-        radius_deg = parse_radius(radius)
-        self.refresh()
+    def _rows(self, ra_deg: float, dec_deg: float, radius_deg: float, columns: list[str],
+              config_hash: str | None, window: str | None, now: datetime | None,
+              ) -> tuple[pa.Table, dict]:
+        """The rows of `columns` in the cone, with obs_mjd; the tables are refreshed."""
         coordinates = self.sources.coordinates()
         self._check(columns)
         seconds = parse_window(window)
@@ -107,10 +106,11 @@ class Sky:
             raise QueryError("a cone needs a radius: 5arcsec, 2arcmin or 0.1deg")
         if isinstance(columns, str):
             columns = [c.strip() for c in columns.split(",") if c.strip()]
+        ra_deg, dec_deg = parse_position(ra, dec)
+        radius_deg = parse_radius(radius)
         self.refresh()
-        wanted = list(columns) if columns else [
-            c for c in self.sources.schema.names]
-        rows, meta = self._rows(ra, dec, radius, wanted, config_hash, window, now)
+        wanted = list(columns) if columns else self.sources.schema.names
+        rows, meta = self._rows(ra_deg, dec_deg, radius_deg, wanted, config_hash, window, now)
         rows = rows.select([SEPARATION, *wanted, "obs_mjd", "obs_mjd_from"])
         return _result(rows, meta, format)
 
@@ -125,10 +125,11 @@ class Sky:
         `separation_arcsec`, `path` and `image_id` (those the table has). Arguments as
         for `cone`.
         """
+        ra_deg, dec_deg = parse_position(ra, dec)
+        radius_deg = parse_radius(radius)
         self.refresh()
-        names = self.sources.schema.names
-        wanted = lc.columns_for(names, self.sources.coordinates())
-        rows, meta = self._rows(ra, dec, radius, wanted, config_hash, window, now)
+        wanted = lc.columns_for(self.sources.schema.names, self.sources.coordinates())
+        rows, meta = self._rows(ra_deg, dec_deg, radius_deg, wanted, config_hash, window, now)
         curve = lc.arrange(lc.nearest_per_image(rows), self.sources.coordinates())
         return _result(curve, meta, format)
 

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from sexstream.catalog import SKY_COLUMNS
 from sexstream.coverage import infer_healpix_order
 from sexstream.query.position import QueryError
+from sexstream.query.snapshot import Snapshot
 from sexstream.schema import with_columns
-from sexstream.tables import open_table
 
 #: Footers kept in memory (one per data file; a few tens of kB each).
 FOOTER_CACHE = 4096
@@ -99,10 +99,8 @@ class SkyIndex:
     """
 
     def __init__(self, table_dir: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(str(table_dir))
-        self._table = None
-        self._version = -1
-        self._files: pa.Table | None = None
+        self.snapshot = Snapshot(table_dir)
+        self.path = self.snapshot.path
         self._footers: OrderedDict[str, Footer] = OrderedDict()
         self._order: int | None = None
         self._lock = threading.RLock()
@@ -110,36 +108,26 @@ class SkyIndex:
     # -- the snapshot -----------------------------------------------------------------
     def refresh(self) -> int:
         """Follow the table to its latest version; returns it (-1: no table)."""
-        with self._lock:
-            if self._table is None:
-                self._table = open_table(self.path)
-            else:
-                self._table.update_incremental()
-            version = -1 if self._table is None else self._table.version()
-            if version != self._version:
-                self._version = version
-                self._files = None if self._table is None else pa.table(
-                    self._table.get_add_actions(flatten=True))
-            return version
+        return self.snapshot.refresh()
 
     @property
     def version(self) -> int:
-        return self._version
+        return self.snapshot.version
 
     @property
     def schema(self) -> pa.Schema:
         """The table's Arrow schema (QueryError when there is no table)."""
-        if self._table is None:
+        if self.snapshot.schema is None:
             raise QueryError(f"no sources table at {self.path} (has the daemon committed "
                              "anything to this sink yet?)")
-        return pa.schema(self._table.schema().to_arrow())
+        return self.snapshot.schema
 
     @property
     def files(self) -> pa.Table:
         """The live data files: path, size_bytes, num_records and statistics columns."""
-        if self._files is None:
+        if self.snapshot.files is None:
             raise QueryError(f"no sources table at {self.path}")
-        return self._files
+        return self.snapshot.files
 
     def coordinates(self) -> tuple[str, str]:
         """The (RA, Dec) columns the `healpix` column was computed from (ALPHA_J2000/

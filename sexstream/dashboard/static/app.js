@@ -3,6 +3,7 @@
 import { SkyMap } from "./map.js";
 import { formatRA, formatDec, project } from "./sky.js";
 import { filterColour, utc, mjdToUnix, ago, fmtInt } from "./format.js";
+import { SourcesPanel } from "./sources.js";
 
 const WINDOWS = { "1h": 3600, night: 16 * 3600, "24h": 86400, week: 7 * 86400, all: null };
 const $ = (id) => document.getElementById(id);
@@ -395,6 +396,11 @@ map.footprints.addEventListener("click", (ev) => {
   const p = ev.target.closest(".fp");
   if (p) select(p.dataset.rid);
 });
+
+const sources = new SourcesPanel(map, window.sexstream);
+// for tests and the curious: where a sky position is on the page, and a view centred on it
+window.sexstream.screenOf = (ra, dec) => map.clientOf(ra, dec);
+window.sexstream.view = (ra, dec, k) => { const [x, y] = project(ra, dec, map.raCenter); map.centreOn(x, y, k); };
 
 setInterval(renderClock, 1000);
 setInterval(() => { if (WINDOWS[state.window] != null) renderAll(); }, 30000);

@@ -2,7 +2,7 @@
 // zoom (wheel, buttons) and pan (drag). Knows nothing about the server.
 import {
   SCALE, X_MAX, Y_MAX, polygonPath, healpixBoundary, projectLambda, decAtY, lambdaAt,
-  unproject, raLabel, decLabel,
+  unproject, raLabel, decLabel, project, smallCircle,
 } from "./sky.js";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -39,6 +39,7 @@ export class SkyMap {
     this.grid = el("g", { id: "graticule" }, inside);
     this.density = el("g", { id: "density" }, inside);
     this.footprints = el("g", { id: "footprints" }, inside);
+    this.query = el("g", { id: "query" }, inside);  // a cone search: its circle and sources
     this.limb = el("ellipse", { class: "limb", cx: 0, cy: 0, rx: X_MAX, ry: Y_MAX }, this.world);
     this.labels = el("g", { id: "labels" }, svg);
     this._bindPointer();
@@ -49,6 +50,7 @@ export class SkyMap {
   apply() {
     this.world.setAttribute("transform", `translate(${this.tx} ${this.ty}) scale(${this.k})`);
     this.svg.classList.toggle("far", this.k < 6); // thicker outlines keep small images visible
+    this._sizeMarkers();
     cancelAnimationFrame(this._raf);
     this._raf = requestAnimationFrame(() => { this.drawGraticule(); this.onView(this); });
   }
@@ -209,6 +211,43 @@ export class SkyMap {
   }
 
   // -- layers -------------------------------------------------------------------------
+  /** (ra, dec) degrees under a mouse event, or null off the sky. */
+  skyAt(ev) {
+    const p = this._point(ev);
+    return unproject((p.x - this.tx) / this.k, (p.y - this.ty) / this.k, this.raCenter);
+  }
+
+  /** Client (page) coordinates {x, y} of (ra, dec) degrees at the current view. */
+  clientOf(ra, dec) {
+    const [x, y] = project(ra, dec, this.raCenter);
+    const pt = this.svg.createSVGPoint();
+    pt.x = x * this.k + this.tx; pt.y = y * this.k + this.ty;
+    const c = pt.matrixTransform(this.svg.getScreenCTM());
+    return { x: c.x, y: c.y };
+  }
+
+  /** Draw a cone (centre and radius in degrees) and its sources [{ra, dec, i}]. */
+  drawCone(ra, dec, radius, sources) {
+    const [cra, cdec] = smallCircle(ra, dec, radius);
+    const nodes = [el("path", { d: polygonPath(cra, cdec, this.raCenter, 1, 5), class: "cone" })];
+    for (const s of sources) {
+      const [x, y] = project(s.ra, s.dec, this.raCenter);
+      nodes.push(el("circle", { cx: x.toFixed(6), cy: y.toFixed(6), r: 0, class: "src", "data-i": s.i }));
+    }
+    this.query.replaceChildren(...nodes);
+    this._sizeMarkers();
+  }
+
+  clearCone() { this.query.replaceChildren(); }
+
+  /** Source markers keep ~4 screen pixels whatever the zoom. */
+  _sizeMarkers() {
+    if (!this.query) return;
+    const unitsPerPx = VIEW.w / Math.max(1, this.svg.getBoundingClientRect().width);
+    const r = (4 * unitsPerPx / this.k).toFixed(6);
+    for (const c of this.query.querySelectorAll("circle.src")) c.setAttribute("r", r);
+  }
+
   /** Path data of an image extension's polygon (ra[], dec[] degrees). */
   footprintPath(ra, dec) { return polygonPath(ra, dec, this.raCenter, 4, 4); }
 

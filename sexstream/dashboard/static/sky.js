@@ -103,6 +103,20 @@ export function polygonPath(ra, dec, raCenter, steps = 1, digits = 3) {
   return out;
 }
 
+/** [ra[], dec[]] degrees of `n` points on the small circle of `radius` degrees around (ra, dec). */
+export function smallCircle(ra, dec, radius, n = 72) {
+  const p1 = dec * D2R, l1 = ra * D2R, d = radius * D2R;
+  const ras = [], decs = [];
+  for (let i = 0; i < n; i++) {
+    const t = (2 * Math.PI * i) / n;
+    const p2 = Math.asin(Math.sin(p1) * Math.cos(d) + Math.cos(p1) * Math.sin(d) * Math.cos(t));
+    const l2 = l1 + Math.atan2(Math.sin(t) * Math.sin(d) * Math.cos(p1), Math.cos(d) - Math.sin(p1) * Math.sin(p2));
+    ras.push(((l2 / D2R) % 360 + 360) % 360);
+    decs.push(p2 / D2R);
+  }
+  return [ras, decs];
+}
+
 // --- HEALPix, nested scheme (after healpix_base: nest2xyf + xyf2loc) ----------------
 const JRLL = [2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4];
 const JPLL = [1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7];
