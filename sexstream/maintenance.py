@@ -153,9 +153,9 @@ def cluster_sources(sink: str, *, file_rows: int = FILE_ROWS, row_group_rows: in
 
 
 def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | None = None,
-            dry_run: bool = False, cluster: bool = True) -> list[CompactReport]:
-    """Cluster (sources, see `cluster_sources`) or optimize (images), then vacuum every
-    table of `sink`; returns one report per table."""
+            dry_run: bool = False, cluster: bool = True, full: bool = False) -> list[CompactReport]:
+    """Cluster (sources, see `cluster_sources`; `full` merges every run into one) or
+    optimize (images), then vacuum every table of `sink`; returns one report per table."""
     from sexstream.schema import SOURCES, TABLES
     from sexstream.tables import open_table
 
@@ -171,7 +171,7 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
         before = len(table.file_uris())
         clustered = None
         if not dry_run:
-            clustered = cluster_sources(sink) if cluster and name == SOURCES else None
+            clustered = cluster_sources(sink, full=full) if cluster and name == SOURCES else None
             if clustered is None or clustered.skipped:
                 table.optimize.compact(target_size=target_size)
             table = open_table(path)
@@ -186,17 +186,21 @@ def cmd_compact(args: argparse.Namespace) -> int:
     from sexstream.cli import settings_from_args
 
     settings = settings_from_args(args, sink=args.sink)
-    for report in compact(settings.sink, retention_hours=args.retention_hours, dry_run=args.dry_run):
+    for report in compact(settings.sink, retention_hours=args.retention_hours, dry_run=args.dry_run,
+                          full=args.full):
         print(report.line())
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compact", help="merge small files and vacuum orphans (delta-rs optimize)",
+    p = sub.add_parser("compact", help="merge small files (sources: clustered by healpix) and vacuum orphans",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sink")
     p.add_argument("--settings", metavar="TOML")
     p.add_argument("--retention-hours", type=float, default=168.0,
                    help="vacuum unreferenced files older than this (default 168 = 7 days; min 1)")
     p.add_argument("--dry-run", action="store_true", help="report what vacuum would remove; change nothing")
+    p.add_argument("--full", action="store_true",
+                   help="merge every sorted run of the sources table into one (the best layout for "
+                        "cone searches; rewrites the clustered part of the table)")
     p.set_defaults(func=cmd_compact)

@@ -130,3 +130,15 @@ def test_compact_clusters_sources_and_compacts_images(sink: Path):
     assert by_table["images"].files_after == 1
     assert rows_of(sink).equals(before)
     assert state(sink)[1] == []
+
+
+def test_full_merges_every_run_into_one(sink: Path):
+    maintenance.cluster_sources(str(sink), **CLUSTER)
+    survey.write(sink, survey.Survey(n_fields=1, seed=30, **SMALL))
+    maintenance.cluster_sources(str(sink), **CLUSTER)
+    before = rows_of(sink)
+    assert len(state(sink)[0]) == 2
+    report = maintenance.cluster_sources(str(sink), full=True, **CLUSTER)
+    assert report.steps == [f"merge 2 runs: {report.steps[0].split(': ')[1]}"] and len(state(sink)[0]) == 1
+    assert rows_of(sink).equals(before)
+    assert_sorted_runs(sink)

@@ -37,6 +37,7 @@ class SkyLookup:
         self.sink = Path(sink)
         self._sky = None
         self._lock = threading.Lock()
+        self._asking = threading.Lock()  # one question at a time: its read figures are its own
 
     def _get_sky(self):
         with self._lock:
@@ -60,10 +61,10 @@ class SkyLookup:
             if parse_radius(radius) > MAX_RADIUS_DEG:
                 raise QueryError(f"radius {radius} is larger than the page's {MAX_RADIUS_DEG:g} deg: "
                                  "use `sexstream cone` for wider cones")
-            if route == "/api/cone":
-                body = self.cone(ra, dec, radius, min(int(one("limit", MAX_ROWS)), MAX_ROWS))
-            else:
-                body = self.lightcurve(ra, dec, radius)
+            limit = min(int(one("limit", MAX_ROWS)), MAX_ROWS)
+            with self._asking:
+                body = (self.cone(ra, dec, radius, limit) if route == "/api/cone"
+                        else self.lightcurve(ra, dec, radius))
         except (QueryError, ValueError) as exc:
             return HTTPStatus.BAD_REQUEST, json.dumps({"error": str(exc)}).encode()
         body["ms"] = round((time.perf_counter() - t0) * 1000, 1)

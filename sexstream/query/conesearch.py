@@ -59,28 +59,27 @@ def search(index: SkyIndex, ra: float, dec: float, radius: float, columns: list[
     """
     ra_col, dec_col = index.coordinates()
 
-    def within(rows: pa.Table) -> np.ndarray:
+    def distance(rows: pa.Table) -> np.ndarray:
         lon = np.asarray(pc.fill_null(rows[ra_col], np.nan), float)
         lat = np.asarray(pc.fill_null(rows[dec_col], np.nan), float)
-        return np.nan_to_num(separation(ra, dec, lon, lat), nan=np.inf) <= radius
+        return np.nan_to_num(separation(ra, dec, lon, lat), nan=np.inf)
 
     if index.has_healpix:
         rows, stats = index.scan(columns, ranges=cone_ranges(ra, dec, radius, index.order()),
                                  since=since, config_hash=config_hash)
     else:
-        rows, stats = index.scan(columns, probe=[ra_col, dec_col], keep=within,
+        rows, stats = index.scan(columns, probe=[ra_col, dec_col],
+                                 keep=lambda probe: distance(probe) <= radius,
                                  since=since, config_hash=config_hash)
-    mask = within(rows) if rows.num_rows else np.zeros(0, bool)
+    degrees = distance(rows) if rows.num_rows else np.zeros(0)
+    mask = degrees <= radius
     if since is not None and "ingest_time" in rows.column_names:
         start = pa.scalar(since, rows.schema.field("ingest_time").type)
         mask &= np.asarray(pc.fill_null(pc.greater_equal(rows["ingest_time"], start), False), bool)
     if config_hash is not None and "config_hash" in rows.column_names:
         mask &= np.asarray(pc.fill_null(pc.starts_with(rows["config_hash"], config_hash), False), bool)
-    rows = rows.filter(pa.array(mask))
-    lon = np.asarray(pc.fill_null(rows[ra_col], np.nan), float)
-    lat = np.asarray(pc.fill_null(rows[dec_col], np.nan), float)
-    arcsec = separation(ra, dec, lon, lat) * 3600.0
-    order = np.argsort(arcsec, kind="stable")
-    rows = rows.take(pa.array(order)).add_column(0, SEPARATION, pa.array(arcsec[order]))
+    keep = np.flatnonzero(mask)
+    order = keep[np.argsort(degrees[keep], kind="stable")]
+    rows = rows.take(pa.array(order)).add_column(0, SEPARATION, pa.array(degrees[order] * 3600.0))
     stats.rows = rows.num_rows
     return rows, stats

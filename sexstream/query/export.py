@@ -2,9 +2,11 @@
 astropy open (CSV, Parquet, FITS binary tables, VOTable).
 
 Results travel as Arrow tables inside `sexstream.query`; `to_astropy` makes the Table
-users get (strings as str columns, nulls as masks, timestamps as ISO-8601 UTC strings,
+users get (nulls as masks, timestamps as ISO-8601 UTC strings,
 list columns as fixed-size array columns when every row has the same length, else as
 JSON text), with units taken from the column names (degrees, arcsec, mag, pixels, days).
+Text columns hold Python str objects (fixed-width numpy text costs a second at 10^6
+rows); FITS and VOTable files get fixed-width text.
 """
 from __future__ import annotations
 
@@ -57,11 +59,20 @@ def _json_text(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _strings(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A string column as (numpy str array, null mask), decoded once per distinct value."""
+    """A string column as (numpy object array of str, null mask), each distinct value
+    decoded once (a column repeats few values: paths, filters, ids of a few images)."""
     encoded = pc.dictionary_encode(column).combine_chunks()
-    values = np.array(encoded.dictionary.to_pylist() + [""], dtype=str)
+    values = np.array(encoded.dictionary.to_pylist() + [""], dtype=object)
     index = np.asarray(pc.fill_null(encoded.indices, -1), np.int64)
     return values[index], index < 0
+
+
+def _timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """ISO-8601 UTC text of a timestamp column (formatted once per distinct value)."""
+    micros = np.asarray(pc.fill_null(column.cast(pa.timestamp("us", "UTC")).cast(pa.int64()), 0))
+    distinct, index = np.unique(micros, return_inverse=True)
+    text = pc.strftime(pa.array(distinct).cast(pa.timestamp("us", "UTC")), format="%Y-%m-%dT%H:%M:%S")
+    return np.array(text.to_pylist(), dtype=object)[index], np.asarray(column.is_null(), bool)
 
 
 def _numpy(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -71,8 +82,7 @@ def _numpy(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
         return _strings(column)
     if pa.types.is_timestamp(dtype):
-        text = pc.strftime(column.cast(pa.timestamp("us", "UTC")), format="%Y-%m-%dT%H:%M:%S")
-        return _strings(text)
+        return _timestamps(column)
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
         lengths = np.asarray(pc.fill_null(pc.list_value_length(column), -1))
         inner = column.type.value_type
@@ -130,6 +140,9 @@ def write(table: pa.Table, output: str | None, *, meta: dict[str, Any] | None = 
         pacsv.write_csv(flat, target)
     else:
         astro = to_astropy(table, {k: str(v) for k, v in (meta or {}).items()})
+        for name in astro.colnames:
+            if astro[name].dtype == object:  # FITS and VOTable hold fixed-width text
+                astro[name] = astro[name].astype(str)
         if fmt == "fits":
             astro.write(output, format="fits", overwrite=True)
         else:

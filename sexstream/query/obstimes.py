@@ -44,6 +44,11 @@ class ObsTimes:
         """Follow the images table to its latest version; returns it (-1: no table)."""
         return self.snapshot.refresh()
 
+    def forget(self) -> None:
+        """Drop the remembered times (the next lookups read the images table again)."""
+        with self._lock:
+            self._known.clear()
+
     def lookup(self, image_ids: np.ndarray, ingest_us: np.ndarray) -> dict[str, float | None]:
         """obs_mjd (days; None when the header had none) of each image id, given the
         ingest times (microseconds since 1970, UTC) of the rows that carry them."""
@@ -96,11 +101,18 @@ def observation_times(rows: pa.Table, times: ObsTimes | None) -> tuple[pa.Array,
         mjd = pc.fill_null(header, np.nan).to_numpy().astype(float)
     missing = np.isnan(mjd)
     if missing.any() and times is not None and "image_id" in rows.column_names:
-        ids = np.asarray(rows["image_id"].to_numpy(zero_copy_only=False), object)
-        ingest = (_micros(rows["ingest_time"], 0) if "ingest_time" in rows.column_names
-                  else np.zeros(n, np.int64))
-        found = times.lookup(ids[missing], ingest[missing])
-        mjd[missing] = [np.nan if found.get(i) is None else found[i] for i in ids[missing]]
+        # one lookup per image, not per row: a cone holds many rows of few images
+        encoded = pc.dictionary_encode(rows["image_id"].filter(pa.array(missing))).combine_chunks()
+        ids = np.asarray(encoded.dictionary.to_pylist(), object)
+        index = np.asarray(pc.fill_null(encoded.indices, -1), np.int64)
+        ingest = (_micros(rows["ingest_time"].filter(pa.array(missing)), 0)
+                  if "ingest_time" in rows.column_names else np.zeros(len(index), np.int64))
+        codes, first = np.unique(index, return_index=True)  # one row of each image
+        when = np.zeros(len(ids), np.int64)
+        when[codes[codes >= 0]] = ingest[first[codes >= 0]]
+        found = times.lookup(ids, when) if len(ids) else {}
+        per_image = np.array([np.nan if found.get(i) is None else found[i] for i in ids] + [np.nan])
+        mjd[missing] = per_image[index]
     source = np.where(np.isnan(mjd), INGEST, HEADER).astype(object)
     if "ingest_time" in rows.column_names:
         fallback = _micros(rows["ingest_time"], np.iinfo(np.int64).min)
