@@ -89,8 +89,11 @@ def cluster_sources(sink: str, *, file_rows: int = FILE_ROWS, row_group_rows: in
     log_fanout(rows / file_rows) tiers (5 at 10^8 rows), reading what it writes;
     memory about `sort_rows` rows (step 1) or one row group per run plus one output
     file (step 2). A cone then meets at most (fanout - 1) runs per tier, and the tail
-    files that statistics cannot rule out. Removed files stay on disk, for time
-    travel, until `vacuum` (the retention of `compact`). Measured figures: README.
+    files that statistics cannot rule out. A checkpoint is written after the
+    rewrites: opening the table then reads the runs' few add actions, not the
+    replaced tail's thousands (45 -> 5 ms at 10^7 rows). Removed files stay on disk,
+    for time travel, until `vacuum` (the retention of `compact`). Measured figures:
+    README, Performance.
     """
     import pyarrow as pa
 
@@ -148,6 +151,8 @@ def cluster_sources(sink: str, *, file_rows: int = FILE_ROWS, row_group_rows: in
             break
         full = False
     report.runs_after = len(runs)
+    if report.commits:
+        open_table(path).create_checkpoint()  # readers then replay the runs, not the old tail
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -174,6 +179,7 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
             clustered = cluster_sources(sink, full=full) if cluster and name == SOURCES else None
             if clustered is None or clustered.skipped:
                 table.optimize.compact(target_size=target_size)
+                open_table(path).create_checkpoint()
             table = open_table(path)
         removed = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                enforce_retention_duration=False, full=True)
