@@ -320,3 +320,13 @@ def test_lightcurve_cli_writes_csv_votable_and_png(sky_sink, tmp_path, capsys):
     assert (tmp_path / "lc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "time from the header for" in capsys.readouterr().err
     assert cli.main([*base, "-o", str(tmp_path / "lc.txt")]) == 2
+
+
+def test_the_tables_returned_are_written_by_astropy_itself(sky_sink, tmp_path):
+    found = cone(sky_sink, 150.0, 2.0, "2arcmin")
+    assert found["path"][0] == found["path"].astype(str)[0] and found["path"][0].startswith("/data/")
+    for name, fmt in (("here.vot", "votable"), ("here.fits", "fits"), ("here.ecsv", "ascii.ecsv")):
+        found.write(tmp_path / name, format=fmt)
+        back = Table.read(tmp_path / name, format=fmt)
+        assert len(back) == len(found) and list(back["path"]) == list(found["path"])
+    assert list(found.to_pandas()["MAG_ISO"]) == pytest.approx(list(found["MAG_ISO"]))

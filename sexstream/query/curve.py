@@ -85,6 +85,11 @@ def figure(curve, title: str = ""):
     if not isinstance(curve, pa.Table):
         import pandas as pd
 
+        if not isinstance(curve, pd.DataFrame):  # an astropy Table: its text is bytes
+            curve = curve.copy(copy_data=False)
+            for name in curve.colnames:
+                if curve[name].dtype.kind == "S":
+                    curve[name] = curve[name].astype(str)
         frame = curve if isinstance(curve, pd.DataFrame) else curve.to_pandas()
         curve = pa.Table.from_pandas(frame, preserve_index=False)
 

@@ -5,8 +5,8 @@ Results travel as Arrow tables inside `sexstream.query`; `to_astropy` makes the 
 users get (nulls as masks, timestamps as ISO-8601 UTC strings,
 list columns as fixed-size array columns when every row has the same length, else as
 JSON text), with units taken from the column names (degrees, arcsec, mag, pixels, days).
-Text columns hold Python str objects (fixed-width numpy text costs a second at 10^6
-rows); FITS and VOTable files get fixed-width text.
+Text columns are fixed-width UTF-8 bytes (numpy `S`, as astropy reads FITS tables: shown
+and compared as text; numpy unicode would cost a second per million rows).
 """
 from __future__ import annotations
 
@@ -55,14 +55,19 @@ def format_of(output: str | None) -> str:
 
 
 def _json_text(column: pa.ChunkedArray) -> np.ndarray:
-    return np.array(["" if v is None else json.dumps(v) for v in column.to_pylist()], dtype=str)
+    return _text(["" if v is None else json.dumps(v) for v in column.to_pylist()])
+
+
+def _text(values: list[str]) -> np.ndarray:
+    """UTF-8 bytes, fixed width: what FITS holds and astropy shows as text."""
+    return np.array([v.encode() for v in values], dtype="S")
 
 
 def _strings(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A string column as (numpy object array of str, null mask), each distinct value
-    decoded once (a column repeats few values: paths, filters, ids of a few images)."""
+    """A string column as (fixed-width UTF-8 bytes, null mask), each distinct value
+    encoded once (a column repeats few values: paths, filters, ids of a few images)."""
     encoded = pc.dictionary_encode(column).combine_chunks()
-    values = np.array(encoded.dictionary.to_pylist() + [""], dtype=object)
+    values = _text(encoded.dictionary.to_pylist() + [""])
     index = np.asarray(pc.fill_null(encoded.indices, -1), np.int64)
     return values[index], index < 0
 
@@ -72,7 +77,7 @@ def _timestamps(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     micros = np.asarray(pc.fill_null(column.cast(pa.timestamp("us", "UTC")).cast(pa.int64()), 0))
     distinct, index = np.unique(micros, return_inverse=True)
     text = pc.strftime(pa.array(distinct).cast(pa.timestamp("us", "UTC")), format="%Y-%m-%dT%H:%M:%S")
-    return np.array(text.to_pylist(), dtype=object)[index], np.asarray(column.is_null(), bool)
+    return _text(text.to_pylist())[index], np.asarray(column.is_null(), bool)
 
 
 def _numpy(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,7 +120,7 @@ def to_astropy(table: pa.Table, meta: dict[str, Any] | None = None):
 
 
 def to_pandas(table: pa.Table):
-    """A pandas DataFrame of an Arrow result (lists stay Python lists)."""
+    """A pandas DataFrame of an Arrow result (text as str, lists as Python lists)."""
     return table.to_pandas()
 
 
@@ -140,9 +145,6 @@ def write(table: pa.Table, output: str | None, *, meta: dict[str, Any] | None = 
         pacsv.write_csv(flat, target)
     else:
         astro = to_astropy(table, {k: str(v) for k, v in (meta or {}).items()})
-        for name in astro.colnames:
-            if astro[name].dtype == object:  # FITS and VOTable hold fixed-width text
-                astro[name] = astro[name].astype(str)
         if fmt == "fits":
             astro.write(output, format="fits", overwrite=True)
         else:
