@@ -375,23 +375,22 @@ def write(sink: str | Path, survey: Survey, start: int = 0, stop: int | None = N
 
     One Parquet part per image (as one task per image writes them) and one commit per
     table and batch of `images_per_batch` exposures, sources first, carrying the
-    transaction (`survey-<seed>-<config_hash>`, batch_id = exposure index //
-    images_per_batch): writing the same exposures again commits nothing, and batches
-    the images table already holds are skipped before any work (an interrupted write
-    resumes). Each batch's ingest_time is 20 s after its last exposure.
+    transaction (`survey-<seed>-<config_hash>`, batch_id = the index of the batch's
+    first exposure): writing the same exposures again commits nothing, and batches the
+    images table already holds are skipped before any work (an interrupted write
+    resumes). Slices must follow one another (start where the last one stopped). Each batch's ingest_time is 20 s after its last exposure.
     """
     sources_dir, images_dir = sources_path(sink), images_path(sink)
     app_id = f"survey-{survey.seed}-{survey.config_hash}"
     density = object_density(survey)
     stop = survey.n_exposures if stop is None else min(stop, survey.n_exposures)
     report = WriteReport()
-    first = start - start % images_per_batch
     done = sink_mod.committed_version(images_dir, app_id)  # images are committed last
-    for lo in range(first, stop, images_per_batch):
-        batch_id = lo // images_per_batch
+    for lo in range(start, stop, images_per_batch):
+        batch_id = lo  # the index of the batch's first exposure: unique whatever the slices
         if done is not None and batch_id <= done:
             continue  # in both tables already: a resumed write skips it at no cost
-        exposures = list(survey.exposures(max(lo, start), min(lo + images_per_batch, stop)))
+        exposures = list(survey.exposures(lo, min(lo + images_per_batch, stop)))
         ingest = (datetime(1970, 1, 1, tzinfo=timezone.utc)
                   + timedelta(days=exposures[-1].mjd - MJD_UNIX, seconds=survey.exposure_s + 20))
         parts, records = [], []

@@ -64,3 +64,13 @@ def test_unknown_keys_are_refused_with_the_known_ones():
 def test_for_rows_sizes_the_footprint():
     s = survey.Survey.for_rows(1e6, epochs=5)
     assert s.n_fields == int(np.ceil(1e6 / (800 * 8) / 5))
+
+
+def test_a_survey_written_in_unaligned_slices_has_every_exposure_once(tmp_path):
+    s = survey.Survey(**SMALL)
+    first = survey.write(tmp_path, s, 0, 7, images_per_batch=5)
+    rest = survey.write(tmp_path, s, 7, None, images_per_batch=5)
+    assert first.images + rest.images == s.n_exposures
+    images = read_images(tmp_path, columns=["path"])["path"].to_pylist()
+    assert sorted(images) == sorted(e.path for e in s.exposures())
+    assert read_sources(tmp_path, columns=["NUMBER"]).num_rows == first.rows + rest.rows
