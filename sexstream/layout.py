@@ -92,6 +92,17 @@ def sort_key(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     return np.asarray(pc.fill_null(table.column("healpix"), NULL_KEY), np.int64)
 
 
+def repetitive_columns(rows: pa.Table, share: float = 0.25) -> list[str]:
+    """Columns worth dictionary-encoding: plain columns with at most `share` distinct
+    values per row (paths, filters, header values, cells, times of few batches).
+    Measurements have (nearly) one value per row: in row groups of 16,384 rows their
+    dictionary is as large as the data and slows reading (a 524k-row run file: 43 ->
+    33 MB, read in 0.42 -> 0.31 s)."""
+    return [name for name, column in zip(rows.column_names, rows.columns)
+            if not pa.types.is_nested(column.type)
+            and pc.count_distinct(column).as_py() <= share * max(rows.num_rows, 1)]
+
+
 @dataclass
 class Step:
     """One rewrite: files removed, files added, rows moved, whether it was committed."""
@@ -128,8 +139,10 @@ class Writer:
             cuts.append(int(changes[k]))
         cuts.append(rows.num_rows)
         for start, stop in zip(cuts, cuts[1:]):
-            part = sink.write_part(self.table_dir, rows.slice(start, stop - start), batch_id=0,
-                                   task_tag=f"hpx-{self.run}", row_group_size=self.row_group_rows)
+            chunk = rows.slice(start, stop - start)
+            part = sink.write_part(self.table_dir, chunk, batch_id=0, task_tag=f"hpx-{self.run}",
+                                   row_group_size=self.row_group_rows,
+                                   use_dictionary=repetitive_columns(chunk))
             if part is not None:
                 self.parts.append(part)
 

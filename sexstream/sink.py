@@ -287,14 +287,16 @@ def delta_stats(table: pa.Table) -> str:
 # --- parts ---------------------------------------------------------------------------
 
 def write_part(table_dir: str | os.PathLike[str], table: pa.Table, *, batch_id: int,
-               task_tag: str, row_group_size: int | None = None) -> PartFile | None:
+               task_tag: str, row_group_size: int | None = None,
+               use_dictionary: bool | list[str] = True) -> PartFile | None:
     """Write `table` as a new Parquet file in `table_dir` (created if missing).
 
     The file is named `part-b{batch_id:08d}-{task_tag}-{uuid}.snappy.parquet`, so
     retried tasks and replays never overwrite each other. Columns are stored in their
     Delta type (`delta_type`); columns of the null type are dropped (readers see null).
     The file is fsync'ed before returning. Returns None when there is no row to write.
-    `row_group_size` (rows) defaults to pyarrow's.
+    `row_group_size` (rows) and `use_dictionary` (True, or the columns to
+    dictionary-encode) default to pyarrow's.
     """
     keep = [name for name, column in zip(table.column_names, table.columns)
             if not pa.types.is_null(column.type)]
@@ -309,7 +311,8 @@ def write_part(table_dir: str | os.PathLike[str], table: pa.Table, *, batch_id: 
     folder = Path(table_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / name, "wb") as fh:
-        pq.write_table(table, fh, compression="snappy", row_group_size=row_group_size)
+        pq.write_table(table, fh, compression="snappy", row_group_size=row_group_size,
+                       use_dictionary=use_dictionary)
         fh.flush()
         os.fsync(fh.fileno())
     st = os.stat(folder / name)

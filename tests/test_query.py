@@ -330,3 +330,22 @@ def test_the_tables_returned_are_written_by_astropy_itself(sky_sink, tmp_path):
         back = Table.read(tmp_path / name, format=fmt)
         assert len(back) == len(found) and list(back["path"]) == list(found["path"])
     assert list(found.to_pandas()["MAG_ISO"]) == pytest.approx(list(found["MAG_ISO"]))
+
+
+def test_rows_without_a_celestial_wcs_never_match_even_clustered(sky_sink, tmp_path):
+    """An extension without a WCS has a null healpix (its ALPHA/DELTA are not on the sky)."""
+    sink = tmp_path / "nowcs"
+    rows = read_sources(sky_sink, filters=pc.starts_with(pc.field("path"), "/data/survey-1/"))
+    blind = pc.equal(rows["EXT_NUMBER"], 3)
+    healpix = pc.if_else(blind, pa.scalar(None, pa.int64()), rows["healpix"])
+    rows = rows.set_column(rows.schema.get_field_index("healpix"), "healpix", healpix)
+    part = sink_mod.write_part(sources_path(sink), rows, batch_id=0, task_tag="t")
+    sink_mod.commit(sources_path(sink), [part], app_id="nowcs", batch_id=0)
+    maintenance.cluster_sources(str(sink), file_rows=4000, row_group_rows=512, sort_rows=6000)
+    seen = rows.filter(blind)
+    ra, dec = seen["ALPHA_J2000"][0].as_py(), seen["DELTA_J2000"][0].as_py()
+    found = cone(sink, ra, dec, "0.5deg")
+    assert len(found) > 0 and 3 not in set(found["EXT_NUMBER"])
+    truth = brute_force(sink, ra, dec, 0.5 * u.deg)
+    truth = truth.filter(pc.is_valid(truth["healpix"]))
+    assert identities(found) == identities(truth.to_pydict())

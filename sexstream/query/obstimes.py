@@ -102,15 +102,16 @@ def observation_times(rows: pa.Table, times: ObsTimes | None) -> tuple[pa.Array,
     missing = np.isnan(mjd)
     if missing.any() and times is not None and "image_id" in rows.column_names:
         # one lookup per image, not per row: a cone holds many rows of few images
-        encoded = pc.dictionary_encode(rows["image_id"].filter(pa.array(missing))).combine_chunks()
+        pick = (lambda column: column) if missing.all() else (
+            lambda column: column.filter(pa.array(missing)))
+        encoded = pc.dictionary_encode(pick(rows["image_id"])).combine_chunks()
         ids = np.asarray(encoded.dictionary.to_pylist(), object)
         index = np.asarray(pc.fill_null(encoded.indices, -1), np.int64)
-        ingest = (_micros(rows["ingest_time"].filter(pa.array(missing)), 0)
-                  if "ingest_time" in rows.column_names else np.zeros(len(index), np.int64))
-        codes, first = np.unique(index, return_index=True)  # one row of each image
-        when = np.zeros(len(ids), np.int64)
-        when[codes[codes >= 0]] = ingest[first[codes >= 0]]
-        found = times.lookup(ids, when) if len(ids) else {}
+        ingest = (_micros(pick(rows["ingest_time"]), 0) if "ingest_time" in rows.column_names
+                  else np.zeros(len(index), np.int64))
+        when = np.zeros(len(ids) + 1, np.int64)
+        when[index] = ingest  # the ingest time of a row of each image (all rows share it)
+        found = times.lookup(ids, when[:-1]) if len(ids) else {}
         per_image = np.array([np.nan if found.get(i) is None else found[i] for i in ids] + [np.nan])
         mjd[missing] = per_image[index]
     source = np.where(np.isnan(mjd), INGEST, HEADER).astype(object)

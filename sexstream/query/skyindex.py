@@ -66,6 +66,7 @@ class Footer:
     lo: np.ndarray
     hi: np.ndarray
     size: int
+    no_nulls: np.ndarray  # row groups whose healpix has no null
 
     def chunk_bytes(self, row_groups: list[int], columns: list[str]) -> int:
         """Compressed bytes of `columns` in `row_groups`."""
@@ -81,6 +82,14 @@ def in_ranges(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), bool)
     k = np.searchsorted(lo, values, side="right") - 1
     return (k >= 0) & (values < hi[np.maximum(k, 0)])
+
+
+def inside(first: np.ndarray, last: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """True where the closed interval [first[i], last[i]] lies in one range [lo[k], hi[k])."""
+    if not len(lo):
+        return np.zeros(len(first), bool)
+    k = np.searchsorted(lo, first, side="right") - 1
+    return (k >= 0) & (last < hi[np.maximum(k, 0)])
 
 
 def overlaps(first: np.ndarray, last: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -158,6 +167,7 @@ class SkyIndex:
         metadata = pq.read_metadata(self._file(name))
         lo = np.full(metadata.num_row_groups, _NO_STATS[0], np.int64)
         hi = np.full(metadata.num_row_groups, _NO_STATS[1], np.int64)
+        no_nulls = np.zeros(metadata.num_row_groups, bool)
         names = metadata.schema.names
         if "healpix" in names:
             j = names.index("healpix")
@@ -165,9 +175,10 @@ class SkyIndex:
                 st = metadata.row_group(g).column(j).statistics
                 if st is not None and st.has_min_max:
                     lo[g], hi[g] = st.min, st.max
+                    no_nulls[g] = st.has_null_count and st.null_count == 0
                 elif st is not None and st.null_count == metadata.row_group(g).num_rows:
                     lo[g], hi[g] = _NO_STATS[1], _NO_STATS[0]  # all null: meets no range
-        footer = Footer(metadata, lo, hi, metadata.serialized_size + 8)
+        footer = Footer(metadata, lo, hi, metadata.serialized_size + 8, no_nulls)
         if stats is not None:
             stats.bytes_read += footer.size
         self._footers[name] = footer
@@ -280,15 +291,34 @@ class SkyIndex:
         footer = self.footer(name, stats)
         stats.files_opened += 1
         groups = np.arange(footer.metadata.num_row_groups)
+        whole = np.zeros(0, np.int64)
         if ranges is not None:
-            groups = groups[overlaps(footer.lo, footer.hi, *ranges)]
-        if not len(groups):
-            return None
+            groups = groups[overlaps(footer.lo[groups], footer.hi[groups], *ranges)]
+            within = inside(footer.lo[groups], footer.hi[groups], *ranges) & footer.no_nulls[groups]
+            whole, groups = groups[within], groups[~within]  # whole: every row matches
         present = set(footer.metadata.schema.names)
-        if not set(probe) <= present:
-            return None  # a file from before these columns existed: no position in it
+        if not (len(groups) or len(whole)) or not set(probe) <= present:
+            return None  # nothing there, or a file from before these columns existed
         handle = pq.ParquetFile(self._file(name), metadata=footer.metadata)
-        groups = groups.tolist()
+        out = pa.schema([schema.field(c) for c in columns])
+        parts = []
+        if len(whole):
+            readable = [c for c in columns if c in present]
+            parts.append(with_columns(handle.read_row_groups(whole.tolist(), columns=readable), out))
+            stats.row_groups_read += len(whole)
+            stats.bytes_read += footer.chunk_bytes(whole.tolist(), readable)
+        if len(groups):
+            part = self._read_matching(handle, footer, groups.tolist(), columns, probe, keep,
+                                       present, stats)
+            if part is not None:
+                parts.append(with_columns(part, out))
+        return pa.concat_tables(parts) if parts else None
+
+    def _read_matching(self, handle: pq.ParquetFile, footer: Footer, groups: list[int],
+                       columns: list[str], probe: list[str], keep: Callable[[pa.Table], np.ndarray],
+                       present: set[str], stats: ScanStats) -> pa.Table | None:
+        """The rows `keep` picks in `groups`: probe columns first, the others only for the
+        row groups that hold a match."""
         probed = handle.read_row_groups(groups, columns=probe)
         stats.row_groups_probed += len(groups)
         stats.bytes_read += footer.chunk_bytes(groups, probe)
@@ -310,4 +340,4 @@ class SkyIndex:
         found = {c: probed[c].filter(picked) for c in probe}
         if other is not None:
             found.update({c: other[c].filter(picked) for c in rest})
-        return with_columns(pa.table(found), pa.schema([schema.field(c) for c in columns]))
+        return pa.table(found)
