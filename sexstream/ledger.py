@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from sexstream.tables import open_table, read_table
+from sexstream.verdicts import mtime_us
 
 #: Verdicts that end an image's processing for a given content and config; an
 #: "incomplete" image is measured again once its file changes (new bytes, new hash),
@@ -26,13 +28,6 @@ FINAL = ("ok", "failed", "incomplete")
 
 #: Columns of the images table the ledger reads.
 COLUMNS = ["path", "content_hash", "config_hash", "status", "size", "mtime"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def mtime_us(st_mtime: float) -> int:
-    """st_mtime as the images table stores it: microseconds since 1970, rounded the way
-    `datetime.fromtimestamp` rounds it."""
-    return (datetime.fromtimestamp(st_mtime, timezone.utc) - _EPOCH) // timedelta(microseconds=1)
 
 
 def stat_key(path: str) -> str:
@@ -57,8 +52,6 @@ class Ledger:
     @classmethod
     def load(cls, images_dir: str, config_hash: str) -> "Ledger":
         """Read the images table (through the Delta log) once; empty if it does not exist."""
-        from sexstream.tables import open_table, read_table
-
         ledger = cls(config_hash)
         if open_table(images_dir) is not None:
             ledger._add(read_table(images_dir, columns=COLUMNS))
@@ -94,8 +87,6 @@ class Ledger:
         image_id column of both tables (files of other configs are pruned by their
         statistics): call it whenever a query starts. Returns how many were found.
         """
-        from sexstream.tables import open_table, read_table
-
         if open_table(sources_dir) is None:
             return 0
         mine = [("config_hash", "=", self.config_hash)]
@@ -114,6 +105,3 @@ class Ledger:
     def known_for(self, paths: list[str]) -> dict[str, frozenset[str]]:
         """The known content hashes (and `stat_key`s) of each of `paths` that has any."""
         return {p: frozenset(self._known[p]) for p in paths if p in self._known}
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._known.values())

@@ -55,7 +55,7 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sexstream.cli import settings_from_args
+    from sexstream.flags import settings_from_args
 
     settings = settings_from_args(args, sink=args.sink)
     for report in compact(settings.sink, retention_hours=args.retention_hours, dry_run=args.dry_run):

@@ -5,10 +5,9 @@ See docs/tables.md for the meaning of every column.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
-
-from sexstream.catalog import header_column
 
 SOURCES = "sources"
 IMAGES = "images"
@@ -30,6 +29,23 @@ IMAGE_TAIL_FIELDS = (
     ("attempts", pa.int32()),
 )
 BOOKKEEPING = (("batch_id", pa.int64()), ("ingest_time", UTC_US))
+
+
+def header_column(values: list[Any]) -> pa.Array:
+    """Arrow array of header values keeping their FITS type; mixed types fall back to
+    float (int and float) or string (anything else); all-missing gives a null array."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return pa.nulls(len(values))
+    kinds = {type(v) for v in present}
+    if kinds <= {int, float} and bool not in kinds:
+        typ = pa.int64() if kinds == {int} else pa.float64()
+        return pa.array(values, type=typ)
+    if kinds == {bool}:
+        return pa.array(values, type=pa.bool_())
+    if kinds == {str}:
+        return pa.array(values, type=pa.string())
+    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def images_table(records: list[dict], fitskeys: tuple[str, ...], batch_id: int,

@@ -1,20 +1,31 @@
 """The one settings object: conf/sexstream.toml, a user's file over it, CLI flags over both.
 
 `Settings` is a frozen dataclass of plain values (str, float, int, tuples), so it
-pickles to Spark executors as it is and hashes the same everywhere.
+pickles to Spark executors as it is and hashes the same everywhere. The defaults are
+package data (`sexstream.conf`, the repository's conf/ folder), so an installed wheel
+finds them wherever it runs.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-#: The folder of the packaged defaults (sexstream.toml, default.sex/.conv/.nnw).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DEFAULT_TOML = CONF_DIR / "sexstream.toml"
-DEFAULT_SEX = CONF_DIR / "default.sex"
+
+def conf_file(name: str) -> Path:
+    """A file of the packaged defaults (sexstream.toml, default.sex/.conv/.nnw,
+    log4j2.properties), as a path on the file system."""
+    path = Path(str(importlib.resources.files("sexstream.conf").joinpath(name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"packaged default {name} is missing from {path.parent}: "
+                                "a broken installation")
+    return path
+
+
+DEFAULT_TOML_NAME = "sexstream.toml"
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,11 @@ class Settings:
     arrival_grace: float = 60.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
-    extra: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def config_path(self) -> Path:
         """The SExtractor config file in effect (the packaged default.sex if none given)."""
-        return Path(self.config) if self.config else DEFAULT_SEX
+        return Path(self.config) if self.config else conf_file("default.sex")
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with `changes` applied (None values are ignored)."""
@@ -138,7 +148,7 @@ def load(settings_file: str | Path | None = None, **overrides: Any) -> Settings:
     """
     cwd = Path.cwd()
     values: dict[str, Any] = {}
-    for source in (DEFAULT_TOML, Path(settings_file) if settings_file else None):
+    for source in (conf_file(DEFAULT_TOML_NAME), Path(settings_file) if settings_file else None):
         if source is None:
             continue
         if not source.is_file():

@@ -20,22 +20,26 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from sexstream.schema import IMAGES, SOURCES
+
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Folder names of the tables inside the sink folder.
-SOURCES = "sources"
-IMAGES = "images"
+
+
+def table_path(sink: str | os.PathLike[str], name: str) -> str:
+    """The folder of the table `name` (`SOURCES` or `IMAGES`) inside the sink folder."""
+    return str(Path(sink) / name)
 
 
 def sources_path(sink: str | os.PathLike[str]) -> str:
     """The folder of the sources table (one row per detected source)."""
-    return str(Path(sink) / SOURCES)
+    return table_path(sink, SOURCES)
 
 
 def images_path(sink: str | os.PathLike[str]) -> str:
     """The folder of the images table (one row per image and attempt)."""
-    return str(Path(sink) / IMAGES)
+    return table_path(sink, IMAGES)
 
 
 def open_table(table_dir: str | os.PathLike[str]) -> DeltaTable | None:

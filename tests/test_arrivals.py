@@ -16,10 +16,12 @@ import pytest
 from astropy.io import fits
 
 import bad_inputs
-from sexstream import extractor, process, settings, sink, synthetic
-from sexstream.requeue import Entry, Verdicts, write_manifest
+from sexstream import arrivals, extractor, parts, process, settings, synthetic, transaction
+from sexstream.requeue import Entry, write_manifest
+from sexstream.retry import select_failures
 from sexstream.schema import images_table
-from streaming import arrivals
+from sexstream.verdicts import Verdicts
+from streaming.sources import requeue_source
 
 DOUBLES = Path(__file__).parent / "doubles"
 
@@ -130,8 +132,8 @@ def write_verdict(sink_dir: Path, path: Path, status: str, *, batch_id: int, siz
               "content_hash": "0" * 32, "config_hash": "c", "n_sources": 0}
     now = datetime.now(timezone.utc)
     table = images_table([record], (), batch_id, now)
-    part = sink.write_part(sink_dir / "images", table, batch_id=batch_id, task_tag="t00000")
-    sink.commit(sink_dir / "images", [part], app_id="test", batch_id=batch_id)
+    part = parts.write_part(sink_dir / "images", table, batch_id=batch_id, task_tag="t00000")
+    transaction.commit(sink_dir / "images", [part], app_id="test", batch_id=batch_id)
 
 
 def manifest_lines(folder: Path) -> list[dict]:
@@ -171,8 +173,8 @@ def test_manifests_appear_whole_and_hold_at_most_max_lines(tmp_path):
 
 @pytest.fixture
 def gate(tmp_path):
-    g = arrivals.ArrivalGate(str(tmp_path / "raw"), str(tmp_path / "requeue"), str(tmp_path / "sink" / "images"),
-                             quiet=0.5, grace=3.0)
+    g = arrivals.ArrivalGate(str(tmp_path / "raw"), str(tmp_path / "requeue"),
+                             Verdicts(tmp_path / "sink" / "images"), quiet=0.5, grace=3.0)
     yield g
     g.stop()
 
@@ -239,18 +241,18 @@ def test_retry_failed_selects_recorded_failures_by_reason(tmp_path, good):
     write_verdict(sink_dir, b, "failed", batch_id=1)
     write_verdict(sink_dir, c, "incomplete", batch_id=2)
     write_verdict(sink_dir, b, "ok", batch_id=3)  # newer verdict: no longer a failure
-    assert [p for p, _, _ in arrivals.select_failures(str(sink_dir))] == [str(a)]
-    assert arrivals.select_failures(str(sink_dir), reason="^nothing") == []
-    assert [p for p, _, _ in arrivals.select_failures(str(sink_dir), statuses=("failed", "incomplete"))] \
+    assert [p for p, _, _ in select_failures(str(sink_dir))] == [str(a)]
+    assert select_failures(str(sink_dir), reason="^nothing") == []
+    assert [p for p, _, _ in select_failures(str(sink_dir), statuses=("failed", "incomplete"))] \
         == [str(a), str(c)]
 
 
 def test_a_checkpoint_made_before_the_requeue_source_resumes_without_it(tmp_path):
     offsets = tmp_path / "offsets"
     offsets.mkdir()
-    assert arrivals.requeue_source(str(tmp_path)) == str(tmp_path / "requeue")  # no batch yet
+    assert requeue_source(str(tmp_path)) == str(tmp_path / "requeue")  # no batch yet
     (offsets / "0").write_text('v1\n{"batchWatermarkMs":0}\n{"logOffset":0}\n')
     (offsets / "1").write_text('v1\n{"batchWatermarkMs":0}\n{"logOffset":1}\n')
-    assert arrivals.requeue_source(str(tmp_path)) is None  # Spark could not resume it with two
+    assert requeue_source(str(tmp_path)) is None  # Spark could not resume it with two
     (offsets / "2").write_text('v1\n{"batchWatermarkMs":0}\n{"logOffset":2}\n{"logOffset":0}\n')
-    assert arrivals.requeue_source(str(tmp_path)) == str(tmp_path / "requeue")
+    assert requeue_source(str(tmp_path)) == str(tmp_path / "requeue")

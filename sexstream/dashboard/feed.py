@@ -23,7 +23,7 @@ from watchdog.observers import Observer
 
 from sexstream.coverage import (COORD_COLUMNS, DENSITY_ORDER, DensityCounts, filter_of,
                                 infer_healpix_order, source_pixels)
-from sexstream.dashboard.deltalog import AddFile, DeltaTail, read_add
+from sexstream.deltalog import AddFile, DeltaTail, read_add
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from streaming.chaos.faults import EXTRA_KINDS, STOP_KINDS
+from chaos.faults import EXTRA_KINDS, STOP_KINDS
 
 
 def program(command: str) -> str:

@@ -24,19 +24,16 @@ the tasks (the ledger), so a redundant requeue costs a content hash, never a row
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported where used: registering the subcommand must import fast
-    from sexstream.requeue import Entry, Verdicts
+from sexstream import rawfiles
+from sexstream.requeue import Entry, write_manifest
+from sexstream.verdicts import Verdicts
 
 log = logging.getLogger("sexstream")
 
@@ -44,51 +41,10 @@ log = logging.getLogger("sexstream")
 TICK_S = 0.2
 
 
-def fits_name_regex() -> re.Pattern:
-    """The stream's file-name glob (streaming.job.FITS_GLOB) as a regex, so the gate
-    watches exactly the names Spark lists."""
-    from streaming.job import FITS_GLOB
-
-    alternatives = FITS_GLOB.split("{", 1)[1].rstrip("}").split(",")
-    return re.compile(r".*\.(" + "|".join(re.escape(a) for a in alternatives) + r")\Z", re.DOTALL)
-
-
-def hidden(name: str) -> bool:
-    """Names Spark's file source never lists: `.*`, `_*` (without `=`), `*._COPYING_`."""
-    return name.startswith(".") or (name.startswith("_") and "=" not in name) or name.endswith("._COPYING_")
-
-
-def is_candidate(path: str, raw: str, names: re.Pattern) -> bool:
-    """A path below `raw` that the stream would list: FITS-named, nothing hidden on the way."""
-    rel = os.path.relpath(path, raw)
-    parts = rel.split(os.sep)
-    return not rel.startswith("..") and names.match(parts[-1]) is not None and not any(map(hidden, parts))
-
-
-def list_candidates(raw: str) -> list[str]:
-    """Every FITS-named file (or symlink, even a broken one) below `raw`, as Spark sees it."""
-    names = fits_name_regex()
-    out = []
-    for root, dirs, files in os.walk(raw):
-        dirs[:] = [d for d in dirs if not hidden(d)]
-        out += [os.path.join(root, f) for f in files if not hidden(f) and names.match(f)]
-    return sorted(out)
-
-
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
 def reconcile(raw: str, verdicts: Verdicts) -> list[Entry]:
     """The files below `raw` whose newest images row is not about them as they are now."""
-    from sexstream.requeue import Entry
-
     entries = []
-    for path in list_candidates(raw):
-        st = _stat(path)
+    for path, st in rawfiles.walk([raw]):
         if not verdicts.covers(path, st):
             v = verdicts.get(path)
             why = "no images row" if v is None else f"newest row is {v.status} for other bytes"
@@ -106,17 +62,14 @@ class _Pending:
 class ArrivalGate:
     """Watches `raw`; requeues quiet paths into `requeue_dir` (see the module docstring)."""
 
-    def __init__(self, raw: str, requeue_dir: str, images_dir: str, *, quiet: float = 1.0,
+    def __init__(self, raw: str, requeue_dir: str, verdicts: Verdicts, *, quiet: float = 1.0,
                  grace: float = 60.0, max_lines: int = 64):
-        from sexstream.requeue import Verdicts
-
         self.raw = os.path.abspath(raw)
         self.requeue_dir = str(requeue_dir)
-        self.verdicts = Verdicts(images_dir)
+        self.verdicts = verdicts
         self.quiet = float(quiet)
         self.grace = max(float(grace), self.quiet)
         self.max_lines = max_lines
-        self.names = fits_name_regex()
         self.requeued = 0
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
@@ -127,8 +80,6 @@ class ArrivalGate:
     def start(self) -> "ArrivalGate":
         """Start watching, then reconcile the folder with the images table (events that
         happen during the reconciliation are not lost: the observer runs first)."""
-        from sexstream.requeue import write_manifest
-
         Path(self.raw).mkdir(parents=True, exist_ok=True)
         self._observer = self._make_observer()
         self._observer.start()
@@ -176,7 +127,7 @@ class ArrivalGate:
     def note(self, path: str, *, written: bool) -> None:
         """An event on `path`: (re)start its quiet period."""
         path = os.path.abspath(path)
-        if not is_candidate(path, self.raw, self.names):
+        if not rawfiles.is_candidate(path, self.raw):
             return
         with self._lock:
             p = self._pending.get(path)
@@ -196,8 +147,6 @@ class ArrivalGate:
 
     def tick(self, now: float | None = None) -> list[Entry]:
         """Requeue the paths that are due; return their entries."""
-        from sexstream.requeue import Entry, write_manifest
-
         now = time.monotonic() if now is None else now
         due = self._due(now)
         if not due:
@@ -205,7 +154,7 @@ class ArrivalGate:
         self.verdicts.refresh()
         entries, settled = [], []
         for path, p in due:
-            st = _stat(path)
+            st = rawfiles.stat_or_none(path)
             if st is None and not os.path.lexists(path):
                 self.forget(path)  # deleted: nothing to measure
                 continue
@@ -247,102 +196,3 @@ class ArrivalGate:
             self._thread.join(10)
 
 
-def checkpoint_sources(checkpoint: str) -> int | None:
-    """How many sources the query of `checkpoint` was started with (None: no batch yet).
-    Spark refuses to resume a checkpoint with a different number of sources."""
-    offsets = Path(checkpoint) / "offsets"
-    logs = [p for p in offsets.iterdir() if p.name.isdigit()] if offsets.is_dir() else []
-    if not logs:
-        return None
-    lines = max(logs, key=lambda p: int(p.name)).read_text().splitlines()
-    return len(lines) - 2  # "v1", the batch metadata, then one line per source
-
-
-def requeue_source(checkpoint: str, folders: int = 1) -> str | None:
-    """The requeue folder to read as the query's extra source, or None (with a warning)
-    for a checkpoint made before the gate existed, which Spark could not resume with it."""
-    from sexstream.requeue import requeue_folder
-
-    if checkpoint_sources(checkpoint) == folders:
-        log.warning("arrivals: checkpoint %s predates the requeue source: files the listing "
-                    "misses are not requeued; start on a new checkpoint to enable it", checkpoint)
-        return None
-    return str(requeue_folder(checkpoint))
-
-
-def requeue_stream(spark, folder: str):
-    """A streaming DataFrame of (path, length, modificationTime, force) from the manifests
-    in `folder`, one manifest per micro-batch; Spark deletes a manifest once the batch
-    that read it is committed (cleanSource)."""
-    from sexstream.requeue import MANIFEST_SCHEMA
-
-    from pyspark.sql import functions as F
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return (spark.readStream.format("json").schema(MANIFEST_SCHEMA)
-            .option("maxFilesPerTrigger", "1")
-            .option("cleanSource", "delete")
-            .load(folder)
-            .select("path", "length", F.col("mtime").cast("timestamp").alias("modificationTime"),
-                    F.coalesce(F.col("force"), F.lit(False)).alias("force")))
-
-
-# --- sexstream retry-failed ---------------------------------------------------------
-
-def select_failures(sink: str, *, reason: str | None = None, statuses=("failed",),
-                    paths: list[str] | None = None) -> list[tuple[str, str, str]]:
-    """(path, status, reason) of every path whose newest images row has one of `statuses`
-    and a reason matching the regex `reason` (case-insensitive), still present on disk."""
-    from sexstream.requeue import Verdicts
-
-    from sexstream.tables import images_path
-
-    verdicts = Verdicts(images_path(sink)).refresh()
-    pattern = re.compile(reason, re.IGNORECASE) if reason else None
-    wanted = {os.path.abspath(p) for p in paths} if paths else None
-    out = []
-    for path, v in verdicts.items():
-        if v.status not in statuses or (wanted is not None and path not in wanted):
-            continue
-        if pattern is not None and not pattern.search(v.reason or ""):
-            continue
-        if os.path.lexists(path):
-            out.append((path, v.status, v.reason or ""))
-    return out
-
-
-def cmd_retry_failed(args: argparse.Namespace) -> int:
-    from sexstream.requeue import Entry, requeue_folder, write_manifest
-
-    from sexstream.cli import settings_from_args
-
-    settings = settings_from_args(args, sink=args.sink, checkpoint=args.checkpoint)
-    statuses = ("failed", "incomplete") if args.incomplete else ("failed",)
-    found = select_failures(settings.sink, reason=args.reason, statuses=statuses, paths=args.paths)
-    for path, status, why in found:
-        print(f"{'would requeue' if args.dry_run else 'requeue'} [{status}] {path}: {why}")
-    if found and not args.dry_run:
-        folder = requeue_folder(settings.checkpoint)
-        write_manifest(folder, [Entry.of(p, force=True, why="retry-failed") for p, _, _ in found],
-                       max_lines=settings.max_files_per_trigger)
-        print(f"{len(found)} image(s) requeued into {folder}; the daemon of that checkpoint "
-              "measures them again (now, or when it next starts)")
-    elif not found:
-        print("no recorded failure matches")
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("retry-failed", help="requeue recorded failures after you fixed the cause",
-                       description="Requeue every image whose newest images row is 'failed' (and "
-                       "matches --reason) into the daemon's checkpoint, flagged to be measured "
-                       "again even though its bytes were already measured. The running daemon "
-                       "picks them up within a trigger; a stopped one when it starts.")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="only these raw files")
-    p.add_argument("--sink", help="folder of the Delta tables")
-    p.add_argument("--checkpoint", help="the daemon's checkpoint folder (its requeue/ gets the list)")
-    p.add_argument("--reason", metavar="PATTERN", help="regex matched on the recorded reason")
-    p.add_argument("--incomplete", action="store_true", help="also requeue images recorded incomplete")
-    p.add_argument("--dry-run", action="store_true", help="list what would be requeued")
-    p.add_argument("--settings", metavar="TOML")
-    p.set_defaults(func=cmd_retry_failed)

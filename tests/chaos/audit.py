@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from sexstream.extractor import Plan, content_hash, extract
 from sexstream.tables import open_table, read_table
-from streaming.chaos.feed import Arrival
+from chaos.feed import Arrival
 
 #: Columns of a sources row that depend on the path (checked against the images row).
 PATH_COLUMNS = ("path", "image_id")
