@@ -1,9 +1,13 @@
-"""A replay of backlog folders, Spark-free: its checkpoint, its progress, its summary.
+"""A replay of backlog folders, Spark-free: its checkpoint, its journal, its progress,
+its summary.
 
 `checkpoint_for` derives the replay's checkpoint from its folders and effective config
-(the same command resumes); `Progress` (a `sexstream.engine.Hooks`) shows files done /
-total, images/s, sources, failures and ETA; `Timing` splits the wall time into Spark's
-start-up, the work and the stop; `summary` is the closing report.
+(the same command resumes); `fill` walks the folders once and journals the images the
+sink has no verdict on for this config (all of them with `force`), so a replay of
+folders that are mostly done hands Spark only the rest; `Progress` (a
+`sexstream.engine.Hooks`) shows files done / total, images/s, sources, failures and ETA;
+`Timing` splits the wall time into Spark's start-up, the work and the stop; `summary`
+is the closing report.
 """
 from __future__ import annotations
 
@@ -15,8 +19,48 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sexstream import rawfiles
+from sexstream.index import Index
+from sexstream.journal import Entry, Journal
+
 #: Exit statuses of `sexstream replay`.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Marks a replay journal whose filling finished (a resumed replay does not refill it).
+FILLED = ".filled"
+#: Files looked up in the index at a time.
+CHUNK = 1000
+
+
+def fill(journal: Journal, folders: list[str], index: Index, config_hash: str, *,
+         force: bool = False) -> tuple[int, int]:
+    """Journal the images below `folders` that have no verdict on their current bytes
+    under `config_hash` (every image with `force`), unless a previous start of this
+    replay already did; returns (images, already measured). Streamed: memory holds one
+    chunk of paths, never the listing."""
+    resume = (journal.folder / FILLED).exists()
+    total = already = 0
+    chunk: list[tuple[str, os.stat_result | None]] = []
+
+    def flush() -> None:
+        nonlocal already
+        known = {} if force else index.lookup([p for p, _ in chunk], config_hash)
+        todo = [Entry(p, st.st_size if st else None, st.st_mtime if st else None, force=force, why="backlog")
+                for p, st in chunk if p not in known or not known[p].about(st)]
+        already += len(chunk) - len(todo)
+        if not resume:
+            journal.append(todo)
+        chunk.clear()
+
+    for path, st in rawfiles.walk(folders):
+        total += 1
+        chunk.append((path, st))
+        if len(chunk) >= CHUNK:
+            flush()
+    flush()
+    if not resume:
+        journal.folder.mkdir(parents=True, exist_ok=True)
+        (journal.folder / FILLED).touch()
+    return total, already
 
 
 def checkpoint_for(sink: str, folders: list[str], config_hash: str, force: bool) -> str:

@@ -5,14 +5,18 @@ or a plain loop:
 
 1. plan (driver) -- `Engine.plan(batch_id, items)` -> `BatchPlan`: which tables still
    miss the batch (a batch replayed after a crash is skipped where it is committed
-   already) and what every task needs (`TaskSpec`: the plan, the tables' schemas, the
-   content hashes the sink holds for these paths);
+   already), what the sink's verdict index says of these paths, and what every task
+   needs (`TaskSpec`: the plan, the tables' schemas, the bytes the sink holds);
 2. run a task (executors) -- `run_task(spec, index, items)` -> `TaskResult`: every image
    measured (`sexstream.extractor.extract`), one Parquet part per table written straight
    into the table's folder, typed outcomes returned;
 3. commit (driver) -- `Engine.commit(plan, results)` -> `BatchStats`: the sources parts
    in one commit, then the images parts in another (the images row is the image's
-   verdict, so it comes last), each carrying Transaction(app_id, batch_id).
+   verdict, so it comes last), each carrying Transaction(app_id, batch_id). A path
+   measured again (new bytes, or forced) supersedes its older rows in the same commits:
+   its older sources rows are removed, its older verdicts marked not current. Between
+   the two commits the images rows wait in an intent file (`Sink.pending`), so a driver
+   that dies there never makes the sources be committed twice.
 
 `Engine.run` does the three with a `TaskRunner` (Spark, a process pool, this process).
 When a task fails because its worker died in the middle of an image, the engine measures
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -33,13 +38,16 @@ from typing import Iterable, Protocol, Sequence
 
 import pyarrow as pa
 
+import pyarrow.parquet as pq
+
 from sexstream import extractor, inflight, parts
 from sexstream.extractor import Plan
-from sexstream.ledger import Ledger, stat_key
+from sexstream.index import mtime_us
 from sexstream.parts import PartFile
 from sexstream.schema import IMAGES, SOURCES, TABLES, images_table, stamp
 from sexstream.sink import Sink
 from sexstream.tables import table_path
+from sexstream.transaction import Replace
 
 log = logging.getLogger("sexstream")
 
@@ -47,17 +55,25 @@ log = logging.getLogger("sexstream")
 PHASES = ("planned", "parts_written", "sources_committed", "images_committed")
 #: Tasks per executor core when `files_per_task` is 0 (auto).
 TASKS_PER_CORE = 3
+#: Verdicts that end an image's processing for its bytes and config: an "incomplete"
+#: file is measured again once its bytes change, never again for the same bytes.
+FINAL = ("ok", "failed", "incomplete")
+#: The reason of a file journaled while its writer still holds it open.
+STALLED = ("still being written: its writer has kept it open past the stall bound "
+           "(arrival_stall) without closing it; measured once it is closed")
 
 
 @dataclass(frozen=True)
 class Item:
     """One raw path of a micro-batch, as discovered: size (bytes) and mtime when listed;
-    `force` measures it even if the sink holds its bytes (an explicit retry)."""
+    `force` measures it even if the sink holds its bytes (an explicit retry); `stalled`
+    records it "incomplete" without measuring it (its writer still holds it open)."""
 
     path: str
     length: int | None = None
     mtime: datetime | None = None
     force: bool = False
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,8 +86,7 @@ class TaskSpec:
     ingest_time: datetime
     tables: tuple[str, ...]  # the tables still missing this batch
     schemas: dict = field(default_factory=dict)  # table -> serialized Arrow schema or None
-    known: dict = field(default_factory=dict)  # path -> content hashes (or stat keys) held
-    sourced: frozenset = frozenset()  # image_ids whose sources rows are committed already
+    known: dict = field(default_factory=dict)  # path -> the bytes its verdict judged (Verdict.key)
     inflight: str | None = None  # the batch's in-flight marker folder
 
 
@@ -124,6 +139,7 @@ class BatchStats:
     seconds: float = 0.0
     lag_s: float | None = None  # from the oldest file's mtime to the commit
     first_image: float | None = None  # epoch seconds when its first image began
+    committed_at: float | None = None  # epoch seconds when its images commit returned
     committed: tuple[str, ...] = ()
     isolated: int = 0  # re-runs after a worker died mid-image
     failures: list = field(default_factory=list)  # (path, status, reason)
@@ -160,18 +176,31 @@ class Hooks:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """A planned batch: its items and the spec its tasks get."""
+    """A planned batch: its items, the spec its tasks get, and the sink's verdicts of
+    its paths under this config (what a new measurement supersedes)."""
 
     batch_id: int
     items: tuple[Item, ...]
     spec: TaskSpec
+    prior: dict = field(default_factory=dict)  # path -> Verdict
 
 
 # --- executor side -------------------------------------------------------------------
 
-def _already_measured(path: str, known: frozenset[str]) -> bool:
+def stat_key(path: str) -> str:
+    """The identity of a file whose bytes could not be read (unreadable, vanished, a
+    broken symlink): its size and mtime, or "stat:-" when it cannot even be stat'ed,
+    as `sexstream.index.Verdict.key` spells it."""
     try:
-        return stat_key(path) in known or extractor.content_hash(path) in known
+        st = os.stat(path)
+    except OSError:
+        return "stat:-"
+    return f"stat:{st.st_size}:{mtime_us(st.st_mtime)}"
+
+
+def _already_measured(path: str, known: str) -> bool:
+    try:
+        return stat_key(path) == known or extractor.content_hash(path) == known
     except OSError:
         return False
 
@@ -188,7 +217,9 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
             outcomes.append(ImageOutcome(item.path, "skipped", 0, "already measured with this config"))
             continue
         deaths = markers.deaths(item.path) if markers is not None else 0
-        if deaths >= inflight.QUARANTINE_DEATHS:
+        if item.stalled:
+            result = extractor.unmeasured(item.path, spec.plan, "incomplete", STALLED)
+        elif deaths >= inflight.QUARANTINE_DEATHS:
             result = extractor.unmeasured(item.path, spec.plan, "failed",
                                           f"quarantined: the worker measuring it died {deaths} times")
         else:
@@ -198,7 +229,7 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
                 markers.end(marker)
         r = result.record
         records.append(r)
-        if result.sources is not None and result.sources.num_rows and r["image_id"] not in spec.sourced:
+        if result.sources is not None and result.sources.num_rows:
             sources.append(stamp(result.sources, spec.batch_id, spec.ingest_time))
         outcomes.append(ImageOutcome(item.path, r["status"], r["n_sources"], r["reason"],
                                      r["started"].timestamp()))
@@ -214,6 +245,12 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
         written.append((IMAGES, parts.write_part(table_path(spec.sink, IMAGES), table,
                                                  batch_id=spec.batch_id, task_tag=tag)))
     return TaskResult(index, tuple(outcomes), tuple((t, p) for t, p in written if p is not None))
+
+
+def _rows(table_dir: str, files: list[PartFile]) -> pa.Table:
+    """The rows of `files`, parts written into `table_dir`, as one table."""
+    tables = [pq.read_table(os.path.join(table_dir, f.path)) for f in files]
+    return parts.concat(tables) if tables else pa.table({})
 
 
 class SerialRunner:
@@ -248,22 +285,30 @@ class Engine:
     """Plans, runs and commits the batches of one app (a streaming query: `app_id` is its
     id, persisted in its checkpoint) into `sink` with `plan`.
 
-    `ledger` (what the sink holds for this config; None: measure everything, as
-    `replay --force` does), `hooks`, and `files_per_task` (0: auto, one image per task up
-    to `TASKS_PER_CORE` tasks per core)."""
+    `hooks`, and `files_per_task` (0: auto, one image per task up to `TASKS_PER_CORE`
+    tasks per core). The engine recovers the images commits that a driver which died
+    between a batch's two commits left pending (`Sink.recover`) before its first batch."""
 
-    def __init__(self, sink: Sink, plan: Plan, *, app_id: str | None = None, ledger: Ledger | None = None,
+    def __init__(self, sink: Sink, plan: Plan, *, app_id: str | None = None,
                  hooks: Sequence[Hooks] = (), files_per_task: int = 0):
         self.sink = sink
         self.extraction_plan = plan
         self.app_id = app_id
-        self.ledger = ledger
         self.hooks = list(hooks)
         self.files_per_task = max(0, int(files_per_task))
         self.run_id = uuid.uuid4().hex[:12]  # this driver process, for in-flight markers
         self.totals = Totals()
         self.last: BatchStats | None = None
-        self._swept = False
+        self._started = False
+
+    def start(self) -> "Engine":
+        """Recover pending images commits and bring the verdict index up to date (done
+        before the first batch anyway)."""
+        if not self._started:
+            self.sink.recover()
+            self.sink.sync()
+            self._started = True
+        return self
 
     def _phase(self, name: str, batch_id: int) -> None:
         for hook in self.hooks:
@@ -272,9 +317,9 @@ class Engine:
     def _require_app(self) -> str:
         if not self.app_id:
             raise RuntimeError("the engine has no app_id (the streaming query's id) yet")
-        if not self._swept:
+        if not self._started:
+            self.start()
             inflight.sweep(self.sink.root, self.app_id, self.run_id)
-            self._swept = True
         return self.app_id
 
     def slices(self, n: int, parallelism: int) -> int:
@@ -305,16 +350,16 @@ class Engine:
             return None
         if not items:
             return None
-        ledger = self.ledger
+        prior = self.sink.verdicts([i.path for i in items], self.extraction_plan.config_hash)
         spec = TaskSpec(
             plan=self.extraction_plan, sink=self.sink.root, batch_id=batch_id,
             ingest_time=datetime.now(timezone.utc), tables=pending,
             schemas={t: self.sink.schema_bytes(t) for t in pending},
-            known=ledger.known_for([i.path for i in items if not i.force]) if ledger is not None else {},
-            sourced=ledger.sourced if ledger is not None else frozenset(),
+            known={i.path: prior[i.path].key for i in items
+                   if not i.force and not i.stalled and i.path in prior and prior[i.path].status in FINAL},
             inflight=str(inflight.Inflight.of(self.sink.root, app_id, batch_id, self.run_id).folder))
         self._phase("planned", batch_id)
-        return BatchPlan(batch_id, tuple(items), spec)
+        return BatchPlan(batch_id, tuple(items), spec, prior)
 
     def measure(self, bplan: BatchPlan, runner: TaskRunner) -> tuple[list[TaskResult], int]:
         """Run the batch's tasks; after a worker died mid-image, again, with every image
@@ -360,20 +405,29 @@ class Engine:
                 if o.status in ("failed", "incomplete"):
                     stats.failures.append((o.path, o.status, o.reason))
         self._phase("parts_written", batch_id)
+        config = self.extraction_plan.config_hash
+        measured = {o.path for r in results for o in r.outcomes if o.status != "skipped"}
+        again = frozenset(p for p in measured if p in bplan.prior)
+        with_rows = frozenset(p for p in again if bplan.prior[p].n_sources > 0)
+        replaces = {SOURCES: Replace(with_rows, config, "delete") if with_rows else None,
+                    IMAGES: Replace(again, config, "uncurrent") if again else None}
         committed = []
+        if IMAGES in bplan.spec.tables and SOURCES in bplan.spec.tables:
+            self.sink.pending(app_id, batch_id, _rows(self.sink.images, by_table[IMAGES]), replaces[IMAGES])
         for t in (SOURCES, IMAGES):  # images last: its row is the image's verdict
-            if t in bplan.spec.tables and self.sink.commit(t, by_table[t], app_id=app_id,
-                                                           batch_id=batch_id) is not None:
+            if t in bplan.spec.tables and self.sink.commit(t, by_table[t], app_id=app_id, batch_id=batch_id,
+                                                           replace=replaces[t]) is not None:
                 committed.append(t)
             self._phase(f"{t}_committed", batch_id)
+        stats.committed_at = time.time()
+        self.sink.done(app_id, batch_id)
         inflight.Inflight(bplan.spec.inflight).clear()
+        self.sink.sync()
         now = time.time()
         stats.committed = tuple(committed)
         stats.seconds = now - t0
         mtimes = [i.mtime.timestamp() for i in bplan.items if i.mtime is not None]
         stats.lag_s = now - min(mtimes) if mtimes else None
-        if self.ledger is not None and IMAGES in committed:
-            self.ledger.add_parts(by_table[IMAGES], self.sink.images)
         self.totals.add(stats)
         self.last = stats
         log.info(stats.line())

@@ -26,7 +26,7 @@ IMAGE_FIELDS = (
 IMAGE_TAIL_FIELDS = (
     ("obs_mjd", pa.float64()), ("sextractor_version", pa.string()), ("config_hash", pa.string()),
     ("host", pa.string()), ("started", UTC_US), ("duration_s", pa.float64()),
-    ("attempts", pa.int32()),
+    ("attempts", pa.int32()), ("current", pa.bool_()),
 )
 BOOKKEEPING = (("batch_id", pa.int64()), ("ingest_time", UTC_US))
 
@@ -50,14 +50,15 @@ def header_column(values: list[Any]) -> pa.Array:
 
 def images_table(records: list[dict], fitskeys: tuple[str, ...], batch_id: int,
                  ingest_time: datetime) -> pa.Table:
-    """One row per image record (from `extractor.extract`), typed as docs/tables.md says."""
+    """One row per image record (from `extractor.extract`), typed as docs/tables.md says;
+    `current` is true (a newer verdict on the path later sets it false)."""
     cols: dict[str, pa.Array] = {}
     for name, typ in IMAGE_FIELDS:
         cols[name] = pa.array([r.get(name) for r in records], type=typ)
     for key in fitskeys:
         cols[key] = header_column([r.get(key) for r in records])
     for name, typ in IMAGE_TAIL_FIELDS:
-        cols[name] = pa.array([r.get(name) for r in records], type=typ)
+        cols[name] = pa.array([r.get(name, True if name == "current" else None) for r in records], type=typ)
     return stamp(pa.table(cols), batch_id, ingest_time)
 
 

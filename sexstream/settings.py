@@ -49,12 +49,17 @@ class Settings:
     timeout: float = 600.0
     max_image_bytes: int = 4_000_000_000
     retries: int = 2
-    trigger: float = 1.0
+    trigger: float = 0.1
     max_files_per_trigger: int = 64
     master: str = "local[*]"
-    files_per_task: int = 0  # 0: auto (BatchRunner.slices)
+    files_per_task: int = 0  # 0: auto (sexstream.engine.Engine.slices)
+    arrival_mode: str = "auto"  # events | poll | auto (by the raw folder's file system)
     arrival_quiet: float = 1.0
-    arrival_grace: float = 60.0
+    arrival_stall: float = 600.0
+    arrival_poll: float = 0.0  # 0: auto (10 s with events, 2 s when polling)
+    arrival_grace: float = 60.0  # kept for old settings files; unused since the journal
+    maintenance_every: float = 3600.0
+    retention_hours: float = 168.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
 
@@ -85,8 +90,13 @@ _TOML_MAP = {
     ("stream", "max_files_per_trigger"): "max_files_per_trigger",
     ("stream", "master"): "master",
     ("stream", "files_per_task"): "files_per_task",
+    ("stream", "arrival_mode"): "arrival_mode",
     ("stream", "arrival_quiet"): "arrival_quiet",
+    ("stream", "arrival_stall"): "arrival_stall",
+    ("stream", "arrival_poll"): "arrival_poll",
     ("stream", "arrival_grace"): "arrival_grace",
+    ("maintenance", "every"): "maintenance_every",
+    ("maintenance", "retention_hours"): "retention_hours",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
 }

@@ -4,25 +4,38 @@
 
 - the tables `<sink>/sources` and `<sink>/images` (`path`, `table`, `holds`,
   `schema_bytes`, `commit` -- one idempotent commit per table and batch);
-- the images already measured, for one config (`ledger`): the same bytes get the same
-  verdict, so a path whose bytes the sink holds is skipped unless forced;
-- the newest verdict of every path, for any config (`verdicts`): what the arrival gate,
-  the start-up reconciliation and `retry-failed` ask;
-- the bookkeeping folders beside the tables (`_inflight`, `_checkpoints`).
+- what they hold, per (path, config): the verdict index (`index`, `verdicts`), kept in
+  step with the images table's log (`sync`) -- lookups, never a read of the table;
+- the images commits in flight (`_pending/`): a batch's images rows are written to an
+  intent file before its sources are committed, and the intent removed once its images
+  are; a driver that died between the two commits leaves the intent, and `recover`
+  (at start, and before a vacuum) commits those rows with the batch's own app
+  transaction, so the same sources are never committed twice, even on a new checkpoint;
+- the bookkeeping folders beside the tables (`_index`, `_inflight`, `_pending`,
+  `_checkpoints`).
 """
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import os
 from pathlib import Path
 
+import pyarrow as pa
 from deltalake import DeltaTable
 
+from sexstream import parts as parts_mod
 from sexstream import transaction
-from sexstream.ledger import Ledger
+from sexstream.index import Index, Verdict
 from sexstream.parts import PartFile
 from sexstream.schema import IMAGES, SOURCES, TABLES
 from sexstream.tables import open_table, table_path
-from sexstream.verdicts import Verdicts
+from sexstream.transaction import Replace
+
+log = logging.getLogger("sexstream")
+
+PENDING = "_pending"
 
 
 class Sink:
@@ -30,7 +43,7 @@ class Sink:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = os.path.abspath(os.fspath(root))
-        self._verdicts: Verdicts | None = None
+        self.index = Index(self.root)
 
     def __repr__(self) -> str:
         return f"Sink({self.root!r})"
@@ -68,21 +81,73 @@ class Sink:
         schema = transaction.current_schema(self.path(name))
         return None if schema is None else schema.serialize().to_pybytes()
 
-    def commit(self, name: str, parts: list[PartFile], *, app_id: str, batch_id: int) -> int | None:
-        """Commit `parts` to table `name` in one commit carrying (app_id, batch_id): the
-        new version, or None when the table already holds the batch (see
-        `sexstream.transaction.commit`)."""
-        return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id)
+    def commit(self, name: str, parts: list[PartFile], *, app_id: str, batch_id: int,
+               replace: Replace | None = None) -> int | None:
+        """Commit `parts` to table `name` in one commit carrying (app_id, batch_id),
+        superseding the rows `replace` names: the new version, or None when the table
+        already holds the batch (see `sexstream.transaction.commit`)."""
+        return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id, replace=replace)
 
-    def ledger(self, config_hash: str) -> Ledger:
-        """What the images table holds for `config_hash`, and the images whose sources
-        were committed without their images row (`Ledger.learn_sourced`)."""
-        ledger = Ledger.load(self.images, config_hash)
-        ledger.learn_sourced(self.sources, self.images)
-        return ledger
+    # -- what it holds
 
-    def verdicts(self) -> Verdicts:
-        """The newest verdict of every path, refreshed from the images table's log."""
-        if self._verdicts is None:
-            self._verdicts = Verdicts(self.images)
-        return self._verdicts.refresh()
+    def sync(self) -> int:
+        """Bring the verdict index up to the images table's latest commit."""
+        return self.index.sync(self.images)
+
+    def verdicts(self, paths, config_hash: str) -> dict[str, Verdict]:
+        """The newest verdict of each of `paths` under `config_hash` (synced first)."""
+        self.sync()
+        return self.index.lookup(paths, config_hash)
+
+    # -- images commits in flight
+
+    def _intent(self, app_id: str, batch_id: int) -> Path:
+        return self.folder(PENDING) / f"{app_id}-{batch_id:08d}.json"
+
+    def pending(self, app_id: str, batch_id: int, rows: pa.Table, replace: Replace | None) -> Path:
+        """Record the images rows batch `batch_id` of `app_id` will commit (superseding
+        `replace`) once its sources are committed."""
+        intent = self._intent(app_id, batch_id)
+        intent.parent.mkdir(parents=True, exist_ok=True)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        body = {"app_id": app_id, "batch_id": batch_id,
+                "rows": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
+                "replace": None if replace is None else
+                {"paths": sorted(replace.paths), "config_hash": replace.config_hash, "mode": replace.mode}}
+        tmp = intent.with_name(f".{intent.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(body, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, intent)
+        return intent
+
+    def done(self, app_id: str, batch_id: int) -> None:
+        """The images of batch `batch_id` of `app_id` are committed: forget the intent."""
+        self._intent(app_id, batch_id).unlink(missing_ok=True)
+
+    def recover(self) -> int:
+        """Commit the images rows that drivers which died between a batch's two commits
+        left pending (idempotent: a batch the images table holds is skipped); returns how
+        many batches were recovered."""
+        folder = self.folder(PENDING)
+        recovered = 0
+        for intent in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                body = json.loads(intent.read_text())
+                rows = pa.ipc.open_stream(base64.b64decode(body["rows"])).read_all()
+            except (OSError, ValueError, pa.ArrowInvalid):
+                continue  # being written by a live driver, or cut: the next start sees it
+            app_id, batch_id = body["app_id"], int(body["batch_id"])
+            r = body.get("replace")
+            replace = None if r is None else Replace(frozenset(r["paths"]), r["config_hash"], r["mode"])
+            part = parts_mod.write_part(self.images, rows, batch_id=batch_id, task_tag="recovered")
+            if self.commit(IMAGES, [part] if part is not None else [], app_id=app_id, batch_id=batch_id,
+                           replace=replace) is not None:
+                recovered += 1
+                log.warning("sink: committed the images rows of batch %d of %s, whose driver died "
+                            "after its sources commit", batch_id, app_id)
+            intent.unlink(missing_ok=True)
+        return recovered

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -107,15 +108,19 @@ def read_images_pandas(sink: str | os.PathLike[str], columns: list[str] | None =
 
 
 def latest_images(sink: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
-    """One images row per path: the newest verdict on that file.
+    """One images row per path: the newest current verdict on that file.
 
-    Newest means the latest `ingest_time` (the driver's commit clock, comparable across
-    the daemon and replays, whose batch_ids are not), then the highest `batch_id`, then
-    the latest `started`. Rows are sorted by path.
+    Current rows are those not marked `current = false` (a newer measurement of the path
+    under the same config superseded them). Among them, newest means the latest
+    `ingest_time` (the driver's commit clock, comparable across the daemon and replays,
+    whose batch_ids are not), then the highest `batch_id`, then the latest `started`.
+    Rows are sorted by path.
     """
     images = read_images(sink)
     if "path" not in images.column_names:
         return _empty(columns)
+    if "current" in images.column_names:
+        images = images.filter(pc.invert(pc.fill_null(pc.equal(images["current"], False), False)))
     order = [("path", "ascending")] + [(name, "descending") for name in
                                        ("ingest_time", "batch_id", "started")
                                        if name in images.column_names]

@@ -56,38 +56,37 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from sexstream import extractor
     from sexstream.arrivals import ArrivalGate
     from sexstream.engine import Engine
+    from sexstream.index import Index
+    from sexstream.journal import Journal, journal_folder
     from sexstream.sink import Sink
+    from sexstream.upkeep import Upkeep
     from streaming import jvmarchive
     from streaming.preflight import check_executors
-    from streaming.session import build_session, end_jvm, stop_session
     from streaming.query import start_query, warm_up
-    from streaming.sources import requeue_source
+    from streaming.session import build_session, end_jvm, stop_session
+    from streaming.sources import retire_old_checkpoint
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
     jvmarchive.hint_if_missing(jvmarchive.FAST_START_JVM)
     spark = build_session(settings, "sexstream-run", ui=ui)
     stop.install()  # again: the SparkContext installed its own SIGINT handler
-    board = gate = None
+    board = gate = upkeep = None
     try:
         report = check_executors(spark, settings)
         warm_up(spark)
         log.info("preflight: %s", report.summary())
         sink = Sink(settings.sink)
-        ledger = sink.ledger(plan.config_hash)
-        if ledger.sourced:
-            log.warning("%d image(s) have sources rows but no images row (a driver died between a "
-                        "batch's two commits): they get their images row, their sources are not "
-                        "committed again", len(ledger.sourced))
-        engine = Engine(sink, plan, ledger=ledger, hooks=hooks, files_per_task=settings.files_per_task)
-        requeue = requeue_source(settings.checkpoint)
-        if requeue is not None:
-            gate = ArrivalGate(settings.raw, requeue, sink.verdicts(), quiet=settings.arrival_quiet,
-                               grace=settings.arrival_grace, max_lines=settings.max_files_per_trigger).start()
-        query, adapter = start_query(spark, settings, engine, [settings.raw], checkpoint=settings.checkpoint,
-                                     name="sexstream_run", requeue=requeue)
+        engine = Engine(sink, plan, hooks=hooks, files_per_task=settings.files_per_task).start()
+        retire_old_checkpoint(settings.checkpoint)
+        gate = ArrivalGate(settings.raw, Journal(journal_folder(settings.checkpoint)), Index(sink.root),
+                           plan.config_hash, mode=settings.arrival_mode, quiet=settings.arrival_quiet,
+                           stall=settings.arrival_stall, poll_s=settings.arrival_poll or None).start()
+        query, adapter = start_query(spark, settings, engine, checkpoint=settings.checkpoint, name="sexstream_run")
         log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,
                  settings.sink, settings.checkpoint, query.id, settings.trigger)
+        upkeep = Upkeep(settings.sink, every=settings.maintenance_every,
+                        retention_hours=settings.retention_hours).start()
         if dashboard:
             from sexstream.dashboard.server import Dashboard
 
@@ -107,10 +106,9 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         log.info("stopped cleanly after %d batch(es)", engine.totals.batches)
         return 0
     finally:
-        if gate is not None:
-            gate.stop()
-        if board is not None:
-            board.stop()
+        for part in (gate, upkeep, board):
+            if part is not None:
+                part.stop()
         stop_session(spark)
         end_jvm()  # the daemon's end is the end of all its processes
 

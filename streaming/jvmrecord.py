@@ -10,7 +10,9 @@ from pathlib import Path
 from pyspark import SparkContext
 
 from sexstream import extractor, synthetic
+from sexstream.backlog import fill
 from sexstream.engine import Engine
+from sexstream.journal import Journal, journal_folder
 from sexstream.settings import load
 from sexstream.sink import Sink
 from streaming.preflight import check_executors
@@ -31,9 +33,10 @@ def _record(out: Path) -> None:
             plan = extractor.prepare(settings)
             check_executors(spark, settings)
             warm_up(spark)
-            engine = Engine(Sink(sink), plan)
-            query, _adapter = start_query(spark, settings, engine, [str(raw)],
-                                          checkpoint=settings.checkpoint, available_now=True)
+            engine = Engine(Sink(sink), plan).start()
+            fill(Journal(journal_folder(settings.checkpoint)), [str(raw)], engine.sink.index, plan.config_hash)
+            query, _adapter = start_query(spark, settings, engine, checkpoint=settings.checkpoint,
+                                          available_now=True)
             query.awaitTermination()
             if query.exception() is not None:
                 raise RuntimeError(str(query.exception()))

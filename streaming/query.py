@@ -1,5 +1,5 @@
-"""The Structured Streaming query: the raw folders' stream into the engine, and the
-executors' warm-up."""
+"""The Structured Streaming query: the arrivals journal's stream into the engine, and
+the executors' warm-up."""
 from __future__ import annotations
 
 import logging
@@ -15,17 +15,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("sexstream")
 
 
-def start_query(spark, settings: Settings, engine: Engine, folders: list[str], *, checkpoint: str,
-                trigger: float | None = None, available_now: bool = False, name: str | None = None,
-                requeue: str | None = None):
-    """Start the query that feeds `engine`; returns (StreamingQuery, ForeachBatch).
-
-    `requeue`: a folder of manifests (sexstream.requeue) read as a second source."""
+def start_query(spark, settings: Settings, engine: Engine, *, checkpoint: str, trigger: float | None = None,
+                available_now: bool = False, name: str | None = None):
+    """Start the query that feeds `engine` from the arrivals journal of `checkpoint`;
+    returns (StreamingQuery, ForeachBatch)."""
     from streaming.foreach import ForeachBatch
     from streaming.sources import raw_stream
 
     Path(settings.sink).mkdir(parents=True, exist_ok=True)
-    df = raw_stream(spark, folders, max_files=settings.max_files_per_trigger, requeue=requeue)
+    df = raw_stream(spark, checkpoint, max_files=settings.max_files_per_trigger)
     adapter = ForeachBatch(spark, engine, checkpoint)
     writer = df.writeStream.foreachBatch(adapter).option("checkpointLocation", checkpoint)
     if name:

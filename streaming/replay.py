@@ -15,10 +15,10 @@ import os
 import sys
 import time
 
-from sexstream.backlog import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Progress, Timing, checkpoint_for,
+from sexstream.backlog import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Progress, Timing, checkpoint_for, fill,
                                process_started, summary)
 from sexstream.flags import settings_from_args
-from sexstream.rawfiles import expand_folders, list_images
+from sexstream.rawfiles import expand_folders
 
 log = logging.getLogger("sexstream")
 
@@ -36,26 +36,26 @@ def run_replay(args: argparse.Namespace) -> int:
     if not folders:
         raise FileNotFoundError("no backlog folder to replay (the sink itself is never replayed)")
     per_batch = args.max_files_per_batch or args.max_files_per_trigger or settings.max_files_per_trigger
-    # each folder is one stream source: share the bound among them
-    settings = settings.replace(max_files_per_trigger=max(1, per_batch // len(folders)))
+    settings = settings.replace(max_files_per_trigger=max(1, per_batch))
     stop = GracefulStop().install()  # a SIGTERM during start-up stops cleanly too
     # the JVM boots while the driver imports the core, validates the selection, reads the sink
     session = BackgroundSession(settings, "sexstream-replay", ui=args.ui).start()
     try:
         from sexstream import extractor
         from sexstream.engine import Engine
+        from sexstream.journal import Journal, journal_folder
         from sexstream.sink import Sink
 
         plan = extractor.prepare(settings)
         checkpoint = args.checkpoint or checkpoint_for(settings.sink, folders, plan.config_hash, args.force)
-        files = list_images(folders)
         sink = Sink(settings.sink)
-        ledger = None if args.force else sink.ledger(plan.config_hash)
-        already = 0 if ledger is None else len(ledger.known_for(files))
+        progress = Progress(total=0, every=args.progress_every)
+        engine = Engine(sink, plan, hooks=[progress], files_per_task=settings.files_per_task).start()
+        total, already = fill(Journal(journal_folder(checkpoint)), folders, sink.index, plan.config_hash,
+                              force=args.force)
+        progress.total = total
         log.info("replay of %d files in %d folder(s), %d already measured with config %s; checkpoint %s",
-                 len(files), len(folders), already, plan.config_hash, checkpoint)
-        progress = Progress(total=len(files), every=args.progress_every)
-        engine = Engine(sink, plan, ledger=ledger, hooks=[progress], files_per_task=settings.files_per_task)
+                 total, len(folders), already, plan.config_hash, checkpoint)
     except BaseException:
         session.abandon()
         raise
@@ -64,7 +64,7 @@ def run_replay(args: argparse.Namespace) -> int:
     progress.start(already)
     timing = Timing(t0)
     try:
-        query, adapter = start_replay_query(spark, settings, engine, folders, checkpoint)
+        query, adapter = start_replay_query(spark, settings, engine, checkpoint)
         log.debug("query started after %.2f s", time.monotonic() - t0)
         while query.isActive and not stop.event.wait(0.2):
             pass
@@ -95,13 +95,13 @@ def run_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILED if totals.failed or totals.incomplete else EXIT_OK
 
 
-def start_replay_query(spark, settings, engine, folders, checkpoint):
+def start_replay_query(spark, settings, engine, checkpoint):
     """The available-now query, with the executors' Python workers warming up (in the
     background) while it plans its first batch."""
     from streaming.query import start_query, warm_up_in_background
 
     warm_up_in_background(spark)
-    return start_query(spark, settings, engine, folders, checkpoint=checkpoint, available_now=True)
+    return start_query(spark, settings, engine, checkpoint=checkpoint, available_now=True)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

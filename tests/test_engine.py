@@ -74,6 +74,7 @@ def test_a_batch_commits_once_per_table_and_its_replay_is_skipped(tmp_path, fram
     assert len(sources) == images.n_sources.sum() > 0
     assert not sources.duplicated(["path", "NUMBER"]).any()
     assert engine.totals.batches == 1 and engine.totals.ok == 4
+    assert list(images.current) == [True] * 4
     assert not (sink.folder("_inflight") / "query-1").exists() or not any(
         (sink.folder("_inflight") / "query-1").iterdir())
 
@@ -85,25 +86,63 @@ def test_a_driver_dead_between_the_two_commits_on_a_lost_checkpoint_commits_no_s
     with pytest.raises(SystemExit):
         crashing.run(0, items(frames[:2]), SerialRunner())
     assert len(rows(sink, "sources")) > 0 and sink.table("images") is None
-    # the checkpoint is lost: a new query id, and what the sink holds read again
-    ledger = sink.ledger(plan.config_hash)
-    assert len(ledger.sourced) == 2
-    engine = Engine(sink, plan, app_id="query-2", ledger=ledger)
+    assert len(list(sink.folder("_pending").glob("*.json"))) == 1  # its images rows wait there
+    # the checkpoint is lost: a new query, a new id; starting, it commits the waiting rows
+    engine = Engine(sink, plan, app_id="query-2").start()
+    assert sorted(rows(sink, "images").path) == sorted(map(str, frames[:2]))
+    assert sink.holds("images", "query-1", 0)  # with the dead batch's own transaction
     with PoolRunner(2) as pool:
         stats = engine.run(0, items(frames[:2]), pool)
-    assert stats.ok == 2
+    assert stats.skipped == 2  # the bytes have their verdict: nothing measured twice
     sources = rows(sink, "sources")
     assert not sources.duplicated(["path", "NUMBER"]).any()
-    assert sorted(rows(sink, "images").path) == sorted(map(str, frames[:2]))
+    assert len(rows(sink, "images")) == 2 and not list(sink.folder("_pending").glob("*.json"))
 
 
 def test_bytes_already_measured_are_skipped_unless_forced(tmp_path, frames, plan):
     sink = Sink(tmp_path / "sink")
     Engine(sink, plan, app_id="a").run(0, items(frames[:2]), SerialRunner())
-    engine = Engine(sink, plan, app_id="b", ledger=sink.ledger(plan.config_hash))
+    engine = Engine(sink, plan, app_id="b")
     stats = engine.run(0, [Item(str(frames[0])), Item(str(frames[1]), force=True)], SerialRunner())
     assert (stats.skipped, stats.ok) == (1, 1)
-    assert len(rows(sink, "images")) == 3
+    images = rows(sink, "images")
+    assert len(images) == 3
+    forced = images[images.path == str(frames[1])]
+    assert sorted(forced.current) == [False, True]  # the forced verdict is the current one
+    sources = rows(sink, "sources")
+    assert not sources.duplicated(["path", "NUMBER"]).any()  # its older rows were replaced
+
+
+def test_new_bytes_at_a_path_supersede_its_older_rows_in_the_same_commits(tmp_path, frames, plan):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    target, other = raw / "field.fits", raw / "other.fits"
+    shutil.copyfile(frames[0], target)
+    shutil.copyfile(frames[2], other)
+    sink = Sink(tmp_path / "sink")
+    engine = Engine(sink, plan, app_id="q")
+    engine.run(0, items([target, other]), SerialRunner())
+    first = rows(sink, "sources")
+    shutil.copyfile(frames[1], target)  # overwritten in place by another field's image
+    stats = engine.run(1, items([target]), SerialRunner())
+    assert stats.ok == 1
+    sources = rows(sink, "sources")
+    direct = extractor.extract(target, plan).sources.to_pandas()
+    got = sources[sources.path == str(target)].sort_values("NUMBER")
+    assert len(got) == len(direct) and list(got.X_IMAGE) == list(direct.sort_values("NUMBER").X_IMAGE)
+    assert len(sources[sources.path == str(other)]) == len(first[first.path == str(other)])  # untouched
+    images = rows(sink, "images")
+    mine = images[images.path == str(target)].sort_values("batch_id")
+    assert list(mine.current) == [False, True]
+    from sexstream.tables import latest_images
+
+    latest = latest_images(sink.root).to_pandas().set_index("path")
+    assert latest.loc[str(target), "batch_id"] == 1 and len(latest) == 2
+    # the older version stays reachable through Delta time travel
+    from deltalake import DeltaTable
+
+    old = DeltaTable(sink.sources, version=0).to_pandas()
+    assert len(old[old.path == str(target)]) == len(first[first.path == str(target)])
 
 
 def test_a_worker_killed_in_the_middle_of_an_image_leaves_a_row_and_the_batch_commits(

@@ -38,6 +38,7 @@ class BatchLine:
     sources: int
     seconds: float
     lag_s: float | None
+    committed_at: float | None = None  # epoch seconds
 
 
 def read_batches(path: Path) -> list[BatchLine]:
@@ -53,7 +54,7 @@ def read_batches(path: Path) -> list[BatchLine]:
         except json.JSONDecodeError:
             continue  # a line cut by a kill -9 mid-write
         out.append(BatchLine(d["batch_id"], d["files"], d["ok"], d["failed"], d["sources"],
-                             d["seconds"], d["lag_s"]))
+                             d["seconds"], d["lag_s"], d.get("committed_at")))
     return out
 
 
