@@ -48,6 +48,11 @@ TICK_S = 0.05
 #: A file that appeared with content and no write (renamed in from outside the watched
 #: tree, or a hard link) is ready this long after, unless a write shows up meanwhile.
 SETTLE_S = 0.1
+#: How long watchdog holds an IN_MOVED_FROM to pair it with its IN_MOVED_TO. Its default
+#: (0.5 s) delays every rename that way, even one paired at once (its queue sleeps on the
+#: held event); the kernel hands both halves of a rename over in one read, so 50 ms pair
+#: them as well.
+MOVE_PAIRING_S = 0.05
 #: File system types whose files can change without an inotify event on this host.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
               "9p", "afs", "panfs", "pvfs2", "ocfs2", "gfs2", "fuse")
@@ -145,7 +150,9 @@ class ArrivalGate:
         from watchdog.events import (FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
                                      FileMovedEvent, FileSystemEventHandler)
         from watchdog.observers import Observer
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
+        InotifyMoveEventGrouper.delay = MOVE_PAIRING_S  # watchdog's knob: a class attribute
         gate = self
 
         class Handler(FileSystemEventHandler):
@@ -188,6 +195,8 @@ class ArrivalGate:
                 p = self._pending[path] = _Pending(now, now)
             elif kind == "polled" and not p.polled:
                 return  # the watch saw it: its close (or the stall bound) decides
+            elif kind != "polled":
+                p.polled = False  # an event came: the watch follows it from here
             p.last = now
             if kind == "written":
                 p.written, p.closed = True, False

@@ -140,6 +140,9 @@ class BatchStats:
     lag_s: float | None = None  # from the oldest file's mtime to the commit
     first_image: float | None = None  # epoch seconds when its first image began
     committed_at: float | None = None  # epoch seconds when its images commit returned
+    plan_s: float = 0.0  # seconds planning (driver)
+    tasks_s: float = 0.0  # seconds measuring (the tasks, as the driver waited for them)
+    commit_s: float = 0.0  # seconds committing (driver)
     committed: tuple[str, ...] = ()
     isolated: int = 0  # re-runs after a worker died mid-image
     failures: list = field(default_factory=list)  # (path, status, reason)
@@ -386,12 +389,15 @@ class Engine:
         raise TaskFailed(f"batch {bplan.batch_id}: workers kept dying")
 
     def commit(self, bplan: BatchPlan, results: list[TaskResult], *, started: float | None = None,
-               isolated: int = 0) -> BatchStats:
-        """Commit the batch's parts (sources, then images) and return its stats."""
+               isolated: int = 0, timings: tuple[float, float] = (0.0, 0.0)) -> BatchStats:
+        """Commit the batch's parts (sources, then images) and return its stats.
+        `timings`: the seconds spent planning and measuring, for the stats."""
         t0 = started if started is not None else time.time()
+        t_commit = time.time()
         app_id = self._require_app()
         batch_id = bplan.batch_id
-        stats = BatchStats(batch_id, files=len(bplan.items), isolated=isolated)
+        stats = BatchStats(batch_id, files=len(bplan.items), isolated=isolated, plan_s=timings[0],
+                           tasks_s=timings[1])
         by_table: dict[str, list[PartFile]] = {t: [] for t in TABLES}
         for result in results:
             for table, part in result.parts:
@@ -420,6 +426,7 @@ class Engine:
                 committed.append(t)
             self._phase(f"{t}_committed", batch_id)
         stats.committed_at = time.time()
+        stats.commit_s = stats.committed_at - t_commit
         self.sink.done(app_id, batch_id)
         inflight.Inflight(bplan.spec.inflight).clear()
         self.sink.sync()
@@ -431,6 +438,8 @@ class Engine:
         self.totals.add(stats)
         self.last = stats
         log.info(stats.line())
+        log.debug("batch %d: plan %.3f s, tasks %.3f s, commit %.3f s", batch_id, stats.plan_s, stats.tasks_s,
+                  stats.commit_s)
         for path, status, reason in stats.failures:
             log.info("  %s %s: %s", status, path, reason)
         for hook in self.hooks:
@@ -443,5 +452,6 @@ class Engine:
         bplan = self.plan(batch_id, items)
         if bplan is None:
             return None
+        t1 = time.time()
         results, reruns = self.measure(bplan, runner)
-        return self.commit(bplan, results, started=t0, isolated=reruns)
+        return self.commit(bplan, results, started=t0, isolated=reruns, timings=(t1 - t0, time.time() - t1))

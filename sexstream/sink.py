@@ -44,6 +44,7 @@ class Sink:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = os.path.abspath(os.fspath(root))
         self.index = Index(self.root)
+        self._tables: dict[str, DeltaTable] = {}  # open handles, brought up to date on use
 
     def __repr__(self) -> str:
         return f"Sink({self.root!r})"
@@ -67,26 +68,40 @@ class Sink:
         return Path(self.root) / name
 
     def table(self, name: str) -> DeltaTable | None:
-        """Table `name` at its latest version; None before its first commit."""
-        return open_table(self.path(name))
+        """Table `name` at its latest version; None before its first commit. The handle
+        is kept and brought up to date (`update_incremental`: the log's new entries only)
+        rather than opened again, which reads the whole log state."""
+        table = self._tables.get(name)
+        if table is None:
+            table = open_table(self.path(name))
+            if table is not None:
+                self._tables[name] = table
+        else:
+            table.update_incremental()
+        return table
 
     def holds(self, name: str, app_id: str, batch_id: int) -> bool:
         """True when table `name` already holds batch `batch_id` of `app_id` (or a later
         one): a batch Spark replays after a crash."""
-        done = transaction.committed_version(self.path(name), app_id)
+        table = self.table(name)
+        done = None if table is None else table.transaction_version(app_id)
         return done is not None and done >= batch_id
 
     def schema_bytes(self, name: str) -> bytes | None:
-        """Table `name`'s Arrow schema, IPC-serialized for the tasks (None: no table yet)."""
-        schema = transaction.current_schema(self.path(name))
-        return None if schema is None else schema.serialize().to_pybytes()
+        """Table `name`'s Arrow schema, IPC-serialized for the tasks (None: no table yet);
+        as of the last `table`, `holds` or `commit`."""
+        table = self._tables.get(name) or self.table(name)
+        if table is None:
+            return None
+        return pa.schema(table.schema().to_arrow()).serialize().to_pybytes()
 
     def commit(self, name: str, parts: list[PartFile], *, app_id: str, batch_id: int,
                replace: Replace | None = None) -> int | None:
         """Commit `parts` to table `name` in one commit carrying (app_id, batch_id),
         superseding the rows `replace` names: the new version, or None when the table
         already holds the batch (see `sexstream.transaction.commit`)."""
-        return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id, replace=replace)
+        return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id, replace=replace,
+                                  table=self._tables.get(name))
 
     # -- what it holds
 

@@ -97,7 +97,8 @@ def _schema_of(table: DeltaTable) -> pa.Schema:
 
 
 def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: str,
-           batch_id: int, description: str | None = None, replace: Replace | None = None) -> int | None:
+           batch_id: int, description: str | None = None, replace: Replace | None = None,
+           table: DeltaTable | None = None) -> int | None:
     """Commit `parts` to the Delta table at `table_dir` in one commit, once per batch.
 
     The commit carries `Transaction(app_id, batch_id)`. Returns the table version
@@ -105,7 +106,8 @@ def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: 
     `app_id`: then nothing is written. The first commit creates the table (named after
     its folder, with `description`). With no part, an existing table records the batch
     in an empty commit; a missing table stays missing (None). `replace` supersedes
-    older rows in the same commit (see the module's doc).
+    older rows in the same commit (see the module's doc). `table`: an open handle on
+    the table, brought up to date (`update_incremental`) rather than opened again.
 
     Concurrent writers (other processes, same or other app_id) are expected: on a
     commit conflict the table is reloaded, the transaction version re-checked, and the
@@ -132,7 +134,10 @@ def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: 
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(2 * backoff, MAX_BACKOFF_S)
         failure = None
-        table = open_table(table_dir)
+        if table is not None:
+            table.update_incremental()
+        else:
+            table = open_table(table_dir)
         if table is not None:
             done = table.transaction_version(app_id)
             if done is not None and done >= batch_id:

@@ -10,12 +10,15 @@ is the engine's (`sexstream.engine`).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 from sexstream.engine import Engine, Item, TaskFailed, TaskResult, TaskSpec, run_task
-from streaming.sources import items_of
+from streaming.sources import batch_items, items_of
+
+log = logging.getLogger("sexstream")
 
 
 class SparkRunner:
@@ -58,13 +61,15 @@ class ForeachBatch:
             return json.loads(fh.readline())["id"]
 
     def __call__(self, df, batch_id: int) -> None:
+        log.debug("batch %d: in foreachBatch", batch_id)
         if self.first_batch_at is None:
             self.first_batch_at = time.monotonic()
         self.busy.set()
         try:
             if self.engine.app_id is None:
                 self.engine.app_id = self.query_id()
-            stats = self.engine.run(batch_id, items_of(df), self.runner)
+            items = batch_items(self.checkpoint, batch_id)
+            stats = self.engine.run(batch_id, items_of(df) if items is None else items, self.runner)
             if stats is not None and stats.first_image is not None and self.first_image_at is None:
                 self.first_image_at = time.monotonic() - max(time.time() - stats.first_image, 0.0)
         finally:

@@ -7,13 +7,15 @@ raw tree per trigger.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sexstream.engine import Item
-from sexstream.journal import journal_folder
+from sexstream.journal import Entry, Journal, journal_folder
 from streaming.arrivals_source import arrivals_stream
 
 log = logging.getLogger("sexstream")
@@ -45,16 +47,53 @@ def retire_old_checkpoint(checkpoint: str) -> str | None:
     return aside
 
 
+def _merge(items: dict[str, Item], item: Item) -> None:
+    old = items.get(item.path)
+    items[item.path] = item if old is None else Item(item.path, item.length, item.mtime, item.force or old.force,
+                                                     item.stalled and old.stalled)
+
+
 def items_of(df) -> list[Item]:
     """The micro-batch's rows as items, one per path (a path journaled twice in a batch is
     measured once; `force` if any of its entries says so, `stalled` only if all do)."""
     items: dict[str, Item] = {}
     for r in df.select("path", "length", "modificationTime", "force", "stalled").collect():
-        path, force, stalled = r["path"], bool(r["force"]), bool(r["stalled"])
-        old = items.get(path)
-        if old is None:
-            items[path] = Item(path, r["length"], r["modificationTime"], force, stalled)
-        else:
-            items[path] = Item(path, r["length"], r["modificationTime"], force or old.force,
-                               stalled and old.stalled)
+        _merge(items, Item(r["path"], r["length"], r["modificationTime"], bool(r["force"]), bool(r["stalled"])))
     return list(items.values())
+
+
+def _end_seq(checkpoint: str, batch_id: int) -> int | None:
+    """The journal sequence number batch `batch_id` ends at, from Spark's offset log
+    (`offsets/<batch>`: "v1", the batch metadata, then the source's offset as JSON)."""
+    try:
+        lines = (Path(checkpoint) / "offsets" / str(batch_id)).read_text().splitlines()
+        return int(json.loads(lines[2])["seq"])
+    except (OSError, IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def batch_items(checkpoint: str, batch_id: int) -> list[Item] | None:
+    """The entries of batch `batch_id` read straight from the journal, between the end of
+    the previous batch and its own end (Spark's offset log names both), as items -- the
+    same rows the batch's DataFrame holds, without a Spark job to collect them. None when
+    the offset log does not tell (the caller then collects the DataFrame)."""
+    end = _end_seq(checkpoint, batch_id)
+    if end is None:
+        return None
+    journal = Journal(journal_folder(checkpoint))
+    if batch_id == 0:
+        segments = journal.segments()
+        start = max(0, segments[0][0] - 1) if segments else 0
+    else:
+        start = _end_seq(checkpoint, batch_id - 1)
+        if start is None:
+            return None
+    items: dict[str, Item] = {}
+    for e in journal.read(start, end):
+        _merge(items, _item(e))
+    return list(items.values())
+
+
+def _item(e: Entry) -> Item:
+    mtime = None if e.mtime is None else datetime.fromtimestamp(e.mtime, timezone.utc)
+    return Item(e.path, e.size, mtime, e.force, e.stalled)
