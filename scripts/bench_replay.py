@@ -58,7 +58,7 @@ def one_round(images: Path, sink: Path, base: Path, env: dict, cwd: Path) -> dic
     # the seed writes default.param in its working directory: give it the temp dir
     r["seed"], out = run([sys.executable, str(base / "seed_pipeline.py"), f"{images}/*.fits"], env, cwd=cwd)
     r["seed_rows"] = number(r"rows=(\d+)", out)
-    r["replay"], out = run([sys.executable, "-m", "sexstream.cli", "replay", str(images), "--sink", str(sink),
+    r["replay"], out = run([sys.executable, "-m", "streaming.cli", "replay", str(images), "--sink", str(sink),
                             "--keys", SEED_KEYS, "--fitskeys", FITSKEYS, "--progress-every", "1000"], env)
     r["startup"] = number(r"Spark start-up ([0-9.]+) s", out)
     r["work"] = number(r"work ([0-9.]+) s,", out)
@@ -80,7 +80,7 @@ def main() -> None:
     env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
     from streaming import jvmarchive
-    from streaming.session import FAST_START_JVM
+    from streaming.jvmarchive import FAST_START_JVM
 
     archive = jvmarchive.archive_path(FAST_START_JVM)
     used = jvmarchive.enabled() and archive is not None and archive.is_file()

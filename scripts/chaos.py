@@ -27,9 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the harness
 
-from streaming.chaos.rounds import ChaosConfig, ChaosRun  # noqa: E402
+from chaos.rounds import ChaosConfig, ChaosRun  # noqa: E402
 
 
 def _root(args: argparse.Namespace, what: str) -> Path:
@@ -49,7 +49,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
 
 
 def cmd_burst(args: argparse.Namespace) -> int:
-    from streaming.chaos.overload import run_burst
+    from chaos.overload import run_burst
 
     root = _root(args, "burst")
     print(f"burst in {root}", flush=True)
@@ -61,7 +61,7 @@ def cmd_burst(args: argparse.Namespace) -> int:
 
 
 def cmd_disk_full(args: argparse.Namespace) -> int:
-    from streaming.chaos.diskfull import run_disk_full
+    from chaos.diskfull import run_disk_full
 
     root = _root(args, "diskfull")
     print(f"disk-full run in {root}", flush=True)

@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from streaming.cluster import StandaloneCluster
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the harness
+
+from cluster import StandaloneCluster  # noqa: E402
 
 DEFAULT_STATE = Path("var/spark-cluster.json")
 

@@ -7,16 +7,15 @@ Header keys are attached per source from its extension's header, then the primar
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 from astropy.io import fits
 
 from sexstream import inputs
-
-if TYPE_CHECKING:
-    from sexstream.extractor import Plan
+from sexstream.params import Key
+from sexstream.schema import header_column
 
 #: Sky coordinates used for the `healpix` column, in order of preference.
 SKY_COLUMNS = (("ALPHA_J2000", "DELTA_J2000"), ("ALPHA_SKY", "DELTA_SKY"))
@@ -46,25 +45,9 @@ def _column(values: np.ndarray, axes: int) -> pa.Array:
         pa.array(np.arange(0, n * rows.shape[1] + 1, rows.shape[1], dtype=np.int32)), inner)
 
 
-def header_column(values: list[Any]) -> pa.Array:
-    """Arrow array of header values keeping their FITS type; mixed types fall back to
-    float (int and float) or string (anything else); all-missing gives a null array."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return pa.nulls(len(values))
-    kinds = {type(v) for v in present}
-    if kinds <= {int, float} and bool not in kinds:
-        typ = pa.int64() if kinds == {int} else pa.float64()
-        return pa.array(values, type=typ)
-    if kinds == {bool}:
-        return pa.array(values, type=pa.bool_())
-    if kinds == {str}:
-        return pa.array(values, type=pa.string())
-    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
-
-
-def read(cat_path, plan: "Plan", ext_headers: list[fits.Header], primary: fits.Header) -> pa.Table:
-    """Read a FITS_1.0 catalog written with `plan`'s keys; attach header keys per source.
+def read(cat_path, keys: Sequence[Key], fitskeys: Sequence[str], ext_headers: list[fits.Header],
+         primary: fits.Header) -> pa.Table:
+    """Read a FITS_1.0 catalog written with `keys`; attach the header keys `fitskeys` per source.
 
     `ext_headers[i]` is the header of the image SExtractor numbers EXT_NUMBER = i + 1."""
     with warnings.catch_warnings():
@@ -72,12 +55,12 @@ def read(cat_path, plan: "Plan", ext_headers: list[fits.Header], primary: fits.H
         with fits.open(cat_path, memmap=False) as hdul:
             tables = [h.data for h in hdul if isinstance(h, fits.BinTableHDU) and h.data is not None]
             data = {}
-            for key in plan.keys:
+            for key in keys:
                 parts = [np.asarray(t[key.name]) for t in tables]
                 data[key.name] = np.concatenate(parts) if parts else np.zeros(0)
             ext = np.concatenate([np.asarray(t["EXT_NUMBER"]) for t in tables]) if tables else np.zeros(0, np.int16)
     columns: dict[str, pa.Array] = {}
-    for key in plan.keys:
+    for key in keys:
         axes = len(key.size)
         arr = data[key.name]
         if axes == 0 and arr.ndim > 1:  # a vector parameter selected without a size
@@ -85,7 +68,7 @@ def read(cat_path, plan: "Plan", ext_headers: list[fits.Header], primary: fits.H
         columns[key.name] = _column(arr, axes)
     ext = _native(ext).astype(np.int64)
     idx = pa.array(np.clip(ext - 1, 0, max(len(ext_headers) - 1, 0)))
-    for name in plan.fitskeys:
+    for name in fitskeys:
         # typed once from the extensions' values, then one value per source by its extension
         per_ext = [inputs.lookup(name, h, primary) for h in ext_headers]
         columns[name] = header_column(per_ext).take(idx) if per_ext else pa.nulls(len(ext))

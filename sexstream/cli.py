@@ -1,64 +1,19 @@
-"""The `sexstream` command: extract, params, run, replay, status, dashboard, plot, moc, ...
+"""The `sexstream` command's parser and its Spark-free subcommands.
 
-Spark-free subcommands live here; the Spark ones import `streaming` only when called.
+`build_parser(registrars)` makes the parser: extract and params here, then every
+module's `register(subparsers)` -- the core's (compact, status, retry-failed, dashboard,
+plot, moc, cone, lightcurve) and those the caller adds. The program itself is `streaming.cli:main`, which
+adds the Spark commands (run, replay, jvm-archive): the core never imports the shell.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Callable, Iterable
 
 from sexstream import settings as settings_mod
-from sexstream.settings import Settings, split_list
-
-
-def add_selection_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that runs SExtractor."""
-    p.add_argument("--keys", help="SExtractor output parameters, comma-separated "
-                   "(vectors with a size: FLUX_APER(3)); default from conf/sexstream.toml")
-    p.add_argument("--fitskeys", help="FITS header keys copied on every row, comma-separated")
-    p.add_argument("--config", metavar="FILE",
-                   help="a settings file (*.toml) or a SExtractor config file (e.g. default.sex)")
-    p.add_argument("--settings", metavar="TOML", help="a settings file (like conf/sexstream.toml)")
-    p.add_argument("--sex-config", metavar="FILE", help="a SExtractor config file (default.sex)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a SExtractor config parameter (repeatable): --set DETECT_THRESH=3")
-    p.add_argument("--binary", help="SExtractor executable (default: source-extractor, sex or "
-                   "sextractor on PATH)")
-    p.add_argument("--timeout", type=float, help="seconds per image before SExtractor is killed")
-    p.add_argument("--max-image-bytes", type=int, dest="max_image_bytes",
-                   help="larger inputs (raw or decompressed) are recorded as failed, never extracted")
-
-
-def settings_from_args(args: argparse.Namespace, **more) -> Settings:
-    """The settings object from conf/sexstream.toml, a --settings/--config file and flags."""
-    toml = getattr(args, "settings", None)
-    sex_config = getattr(args, "sex_config", None)
-    config = getattr(args, "config", None)
-    if config:
-        if config.endswith(".toml"):
-            toml = toml or config
-        else:
-            sex_config = sex_config or config
-    overrides = []
-    for item in getattr(args, "overrides", []) or []:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
-        overrides.append((name.strip().upper(), value.strip()))
-    keys = getattr(args, "keys", None)
-    fitskeys = getattr(args, "fitskeys", None)
-    return settings_mod.load(
-        toml,
-        keys=tuple(split_list(keys)) if keys else None,
-        fitskeys=tuple(split_list(fitskeys)) if fitskeys is not None else None,
-        config=sex_config,
-        overrides=tuple(overrides) or None,
-        binary=getattr(args, "binary", None),
-        timeout=getattr(args, "timeout", None),
-        max_image_bytes=getattr(args, "max_image_bytes", None),
-        **more,
-    )
+from sexstream.flags import add_selection_flags, settings_from_args
 
 
 def _flatten_for_csv(table):
@@ -124,7 +79,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registrars: Iterable[Callable] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sexstream",
         description="Live FITS images -> SExtractor catalogs in Delta Lake tables.")
@@ -142,28 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
 
-    for module in _command_modules():
-        module.register(sub)
+    for register in (*_core_registrars(), *registrars):
+        register(sub)
     return parser
 
 
-def _command_modules():
-    """Modules that add their own subcommands (`register(subparsers)`)."""
-    import importlib
+def _core_registrars() -> list[Callable]:
+    from sexstream import maintenance, retry, status
+    from sexstream.dashboard import commands as dashboard_commands
+    from sexstream.query import commands as query_commands
 
-    mods = []
-    for name in ("sexstream.maintenance", "streaming.commands", "sexstream.dashboard.commands",
-                 "sexstream.query.commands"):
-        try:
-            mods.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name and not name.startswith(exc.name):
-                raise
-    return mods
+    return [maintenance.register, status.register, retry.register, dashboard_commands.register,
+            query_commands.register]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run(argv: list[str] | None = None, registrars: Iterable[Callable] = ()) -> int:
+    """Parse `argv` and run the command; its exit status (2 for a usage error)."""
+    parser = build_parser(registrars)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -172,7 +122,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"sexstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

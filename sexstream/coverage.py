@@ -71,7 +71,7 @@ def table_path(sink: str | Path, name: str) -> Path:
 
 def read_images(sink: str | Path, window: str | None = "all", *, axis: str = "ingest",
                 now: datetime | None = None) -> pa.Table:
-    """The images table, restricted to a rolling window.
+    """The images table's current verdicts, restricted to a rolling window.
 
     `axis='ingest'` keeps rows with ingest_time >= now - window; `axis='obs'` keeps rows
     whose obs_mjd is within the window before the latest obs_mjd of the table (so a
@@ -83,6 +83,8 @@ def read_images(sink: str | Path, window: str | None = "all", *, axis: str = "in
     if open_table(path) is None:
         return pa.table({})
     table = read_table(path)
+    if "current" in table.column_names:  # verdicts superseded by a newer measurement
+        table = table.filter(pc.invert(pc.fill_null(pc.equal(table["current"], False), False)))
     seconds = parse_window(window)
     if seconds is None or table.num_rows == 0:
         return table

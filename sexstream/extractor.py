@@ -82,6 +82,24 @@ def _config_values(config: Path) -> dict[str, str]:
     return values
 
 
+def named_files(config: Path, overrides: tuple[tuple[str, str], ...] = (), *,
+                names: tuple[str, ...] = FILE_PARAMETERS, existing_only: bool = True) -> list[tuple[str, str]]:
+    """(parameter, absolute path) of the files SExtractor reads besides the image and the
+    config itself: those of `names` the config names (relative ones resolved against the
+    config's folder; with `existing_only`, only those that exist there), then every file
+    `overrides` name."""
+    values = _config_values(config)
+    out = []
+    for name in names:
+        value = values.get(name, "")
+        if value and not os.path.isabs(value) and (not existing_only or (config.parent / value).is_file()):
+            out.append((name, str(config.parent / value)))
+    for name, value in overrides:
+        if name in FILE_PARAMETERS:
+            out.append((name, value if os.path.isabs(value) else os.path.abspath(value)))
+    return out
+
+
 def prepare(settings: Settings) -> Plan:
     """Validate keys, header keys and config overrides against the binary; raise early.
 
@@ -100,17 +118,14 @@ def prepare(settings: Settings) -> Plan:
     for name, _ in settings.overrides:
         if name in RESERVED:
             raise ValueError(f"{name} is set by sexstream itself and cannot be overridden")
-    values = _config_values(config)
     options: list[str] = ["-CHECKIMAGE_TYPE", "NONE", "-WRITE_XML", "N", "-VERBOSE_TYPE", "QUIET"]
-    digest = hashlib.sha256()
-    for name in FILE_PARAMETERS:
-        value = values.get(name, "")
-        if value and not os.path.isabs(value) and (config.parent / value).is_file():
-            options += [f"-{name}", str(config.parent / value)]
+    for name, value in named_files(config):
+        options += [f"-{name}", value]
     for name, value in settings.overrides:
         if name in FILE_PARAMETERS and not os.path.isabs(value):
             value = os.path.abspath(value)
         options += [f"-{name}", value]
+    digest = hashlib.sha256()
     digest.update(binary.version.encode())
     digest.update(config.read_bytes())
     for i in range(1, len(options), 2):
@@ -210,7 +225,7 @@ def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: floa
     phase("running SExtractor")
     cat = run_sextractor(image, plan, workdir, timeout=max(deadline - time.monotonic(), 0.001))
     phase("reading the catalog")
-    return catalog.read(cat, plan, [h.header for h in images], primary)
+    return catalog.read(cat, plan.keys, plan.fitskeys, [h.header for h in images], primary)
 
 
 def _check_unchanged(path: Path, before: os.stat_result) -> None:
@@ -320,6 +335,21 @@ def new_record(path: Path, plan: Plan) -> dict:
             "sextractor_version": plan.binary.version, "config_hash": plan.config_hash,
             "host": socket.gethostname(), "started": datetime.now(timezone.utc), "attempts": 0,
             **{k: None for k in plan.fitskeys}}
+
+
+def unmeasured(path: str | Path, plan: Plan, status: str, reason: str) -> ImageResult:
+    """The result of an image given a verdict without being measured (a quarantined
+    file): its size and mtime when it can be stat'ed, no sources."""
+    path = Path(os.path.abspath(path))
+    record = new_record(path, plan)
+    try:
+        st = path.stat()
+        record["size"] = st.st_size
+        record["mtime"] = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+    except OSError:
+        pass
+    record.update(status=status, reason=reason, duration_s=0.0)
+    return ImageResult(record, None)
 
 
 def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolate: bool = True) -> ImageResult:

@@ -33,9 +33,10 @@ import pyarrow.parquet as pq
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
-from sexstream import sink
+from sexstream import parts
 from sexstream.schema import with_columns
 from sexstream.tables import open_table
+from sexstream.transaction import HOOKS
 
 #: Key of a null healpix: sorts after every cell.
 NULL_KEY = np.iinfo(np.int64).max
@@ -123,7 +124,7 @@ class Writer:
         self.file_rows = file_rows
         self.row_group_rows = row_group_rows
         self.run = uuid.uuid4().hex[:12]
-        self.parts: list[sink.PartFile] = []
+        self.parts: list[parts.PartFile] = []
 
     def write(self, rows: pa.Table) -> None:
         """Write sorted `rows` as files of about `file_rows`, never splitting a cell."""
@@ -140,7 +141,7 @@ class Writer:
         cuts.append(rows.num_rows)
         for start, stop in zip(cuts, cuts[1:]):
             chunk = rows.slice(start, stop - start)
-            part = sink.write_part(self.table_dir, chunk, batch_id=0, task_tag=f"hpx-{self.run}",
+            part = parts.write_part(self.table_dir, chunk, batch_id=0, task_tag=f"hpx-{self.run}",
                                    row_group_size=self.row_group_rows,
                                    use_dictionary=repetitive_columns(chunk))
             if part is not None:
@@ -166,7 +167,8 @@ class Writer:
                     actions, "append", pa.schema(table.schema().to_arrow()),
                     commit_properties=CommitProperties(
                         max_commit_retries=0,
-                        custom_metadata={"sexstream": f"cluster by healpix: run {self.run}"}))
+                        custom_metadata={"sexstream": f"cluster by healpix: run {self.run}"}),
+                    post_commithook_properties=HOOKS)
                 step.committed = True
                 return step
             except CommitFailedError:
@@ -220,17 +222,17 @@ class _RunCursor:
 
     def take_below(self, bound: int | None) -> pa.Table:
         """The rows whose key is below `bound` (None: all that are left), in key order."""
-        parts = [self.buffer]
+        pieces = [self.buffer]
         while self.next < len(self.groups) and (bound is None or self.groups[self.next][0] < bound):
             _, path, g = self.groups[self.next]
             handle = self._open.setdefault(path, pq.ParquetFile(path))
-            parts.append(with_columns(handle.read_row_group(g), self.schema))
+            pieces.append(with_columns(handle.read_row_group(g), self.schema))
             self.bytes += sum(handle.metadata.row_group(g).column(j).total_compressed_size
                               for j in range(handle.metadata.num_columns))
             self.next += 1
             if self.next == len(self.groups) or self.groups[self.next][1] != path:
                 self._open.pop(path, None)
-        rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        rows = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
         if bound is None:
             self.buffer = self.schema.empty_table()
             return rows

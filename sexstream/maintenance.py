@@ -1,10 +1,13 @@
 """`sexstream compact`: merge the many small files streaming leaves, remove orphans.
 
 Streaming commits one or a few small Parquet files per table and micro-batch; a night
-of 1 s batches leaves thousands. `compact` rewrites them into large files (a commit
-that removes the small files and adds the merged ones, so readers never see a row
-twice) and then vacuums: files no longer in the table, and orphans of batches that
-died before their commit, once older than the retention.
+of short batches leaves thousands. `compact` first commits the images rows a driver that
+died between a batch's two commits left pending (`Sink.recover`), then rewrites the small
+files into large ones (a commit that removes the small files and adds the merged ones, so
+readers never see a row twice), vacuums (files no longer in the table, and orphans of
+batches that died before their commit, once older than the retention), and removes the
+Delta log files older than the log retention (30 days by default; the commits themselves
+never list the log). The daemon runs it on a schedule (`maintenance.every`).
 
 The sources table is not merely merged but clustered by its `healpix` column
 (`cluster_sources`, see `sexstream.layout`), so that a cone search or a light curve
@@ -162,14 +165,17 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
     """Cluster (sources, see `cluster_sources`; `full` merges every run into one) or
     optimize (images), then vacuum every table of `sink`; returns one report per table."""
     from sexstream.schema import SOURCES, TABLES
-    from sexstream.tables import open_table
+    from sexstream.sink import Sink
+    from sexstream.tables import open_table, table_path
 
     if retention_hours < MIN_RETENTION_HOURS:
         raise ValueError(f"retention below {MIN_RETENTION_HOURS:g} h could delete the parts of a batch "
                          "in progress")
+    if not dry_run:
+        Sink(sink).recover()
     reports = []
     for name in TABLES:
-        path = f"{sink}/{name}"
+        path = table_path(sink, name)
         table = open_table(path)
         if table is None:
             continue
@@ -183,13 +189,15 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
             table = open_table(path)
         removed = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                enforce_retention_duration=False, full=True)
+        if not dry_run:
+            table.cleanup_metadata()
         reports.append(CompactReport(name, before, len(table.file_uris()), len(removed),
                                      clustered.line() if clustered else None))
     return reports
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sexstream.cli import settings_from_args
+    from sexstream.flags import settings_from_args
 
     settings = settings_from_args(args, sink=args.sink)
     for report in compact(settings.sink, retention_hours=args.retention_hours, dry_run=args.dry_run,

@@ -5,10 +5,9 @@ See docs/tables.md for the meaning of every column.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
-
-from sexstream.catalog import header_column
 
 SOURCES = "sources"
 IMAGES = "images"
@@ -27,21 +26,39 @@ IMAGE_FIELDS = (
 IMAGE_TAIL_FIELDS = (
     ("obs_mjd", pa.float64()), ("sextractor_version", pa.string()), ("config_hash", pa.string()),
     ("host", pa.string()), ("started", UTC_US), ("duration_s", pa.float64()),
-    ("attempts", pa.int32()),
+    ("attempts", pa.int32()), ("current", pa.bool_()),
 )
 BOOKKEEPING = (("batch_id", pa.int64()), ("ingest_time", UTC_US))
 
 
+def header_column(values: list[Any]) -> pa.Array:
+    """Arrow array of header values keeping their FITS type; mixed types fall back to
+    float (int and float) or string (anything else); all-missing gives a null array."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return pa.nulls(len(values))
+    kinds = {type(v) for v in present}
+    if kinds <= {int, float} and bool not in kinds:
+        typ = pa.int64() if kinds == {int} else pa.float64()
+        return pa.array(values, type=typ)
+    if kinds == {bool}:
+        return pa.array(values, type=pa.bool_())
+    if kinds == {str}:
+        return pa.array(values, type=pa.string())
+    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
 def images_table(records: list[dict], fitskeys: tuple[str, ...], batch_id: int,
                  ingest_time: datetime) -> pa.Table:
-    """One row per image record (from `extractor.extract`), typed as docs/tables.md says."""
+    """One row per image record (from `extractor.extract`), typed as docs/tables.md says;
+    `current` is true (a newer verdict on the path later sets it false)."""
     cols: dict[str, pa.Array] = {}
     for name, typ in IMAGE_FIELDS:
         cols[name] = pa.array([r.get(name) for r in records], type=typ)
     for key in fitskeys:
         cols[key] = header_column([r.get(key) for r in records])
     for name, typ in IMAGE_TAIL_FIELDS:
-        cols[name] = pa.array([r.get(name) for r in records], type=typ)
+        cols[name] = pa.array([r.get(name, True if name == "current" else None) for r in records], type=typ)
     return stamp(pa.table(cols), batch_id, ingest_time)
 
 

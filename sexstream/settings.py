@@ -1,20 +1,31 @@
 """The one settings object: conf/sexstream.toml, a user's file over it, CLI flags over both.
 
 `Settings` is a frozen dataclass of plain values (str, float, int, tuples), so it
-pickles to Spark executors as it is and hashes the same everywhere.
+pickles to Spark executors as it is and hashes the same everywhere. The defaults are
+package data (`sexstream.conf`, the repository's conf/ folder), so an installed wheel
+finds them wherever it runs.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-#: The folder of the packaged defaults (sexstream.toml, default.sex/.conv/.nnw).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DEFAULT_TOML = CONF_DIR / "sexstream.toml"
-DEFAULT_SEX = CONF_DIR / "default.sex"
+
+def conf_file(name: str) -> Path:
+    """A file of the packaged defaults (sexstream.toml, default.sex/.conv/.nnw,
+    log4j2.properties), as a path on the file system."""
+    path = Path(str(importlib.resources.files("sexstream.conf").joinpath(name)))
+    if not path.is_file():
+        raise FileNotFoundError(f"packaged default {name} is missing from {path.parent}: "
+                                "a broken installation")
+    return path
+
+
+DEFAULT_TOML_NAME = "sexstream.toml"
 
 
 @dataclass(frozen=True)
@@ -38,20 +49,24 @@ class Settings:
     timeout: float = 600.0
     max_image_bytes: int = 4_000_000_000
     retries: int = 2
-    trigger: float = 1.0
+    trigger: float = 0.1
     max_files_per_trigger: int = 64
     master: str = "local[*]"
-    files_per_task: int = 0  # 0: auto (BatchRunner.slices)
+    files_per_task: int = 0  # 0: auto (sexstream.engine.Engine.slices)
+    arrival_mode: str = "auto"  # events | poll | auto (by the raw folder's file system)
     arrival_quiet: float = 1.0
-    arrival_grace: float = 60.0
+    arrival_stall: float = 600.0
+    arrival_poll: float = 0.0  # 0: auto (10 s with events, 2 s when polling)
+    arrival_grace: float = 60.0  # kept for old settings files; unused since the journal
+    maintenance_every: float = 3600.0
+    retention_hours: float = 168.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
-    extra: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def config_path(self) -> Path:
         """The SExtractor config file in effect (the packaged default.sex if none given)."""
-        return Path(self.config) if self.config else DEFAULT_SEX
+        return Path(self.config) if self.config else conf_file("default.sex")
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with `changes` applied (None values are ignored)."""
@@ -75,8 +90,13 @@ _TOML_MAP = {
     ("stream", "max_files_per_trigger"): "max_files_per_trigger",
     ("stream", "master"): "master",
     ("stream", "files_per_task"): "files_per_task",
+    ("stream", "arrival_mode"): "arrival_mode",
     ("stream", "arrival_quiet"): "arrival_quiet",
+    ("stream", "arrival_stall"): "arrival_stall",
+    ("stream", "arrival_poll"): "arrival_poll",
     ("stream", "arrival_grace"): "arrival_grace",
+    ("maintenance", "every"): "maintenance_every",
+    ("maintenance", "retention_hours"): "retention_hours",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
 }
@@ -138,7 +158,7 @@ def load(settings_file: str | Path | None = None, **overrides: Any) -> Settings:
     """
     cwd = Path.cwd()
     values: dict[str, Any] = {}
-    for source in (DEFAULT_TOML, Path(settings_file) if settings_file else None):
+    for source in (conf_file(DEFAULT_TOML_NAME), Path(settings_file) if settings_file else None):
         if source is None:
             continue
         if not source.is_file():

@@ -1,428 +1,168 @@
-"""Parquet parts and Delta commits, idempotent per (app_id, batch_id).
+"""The sink folder: its two Delta tables and what they already hold.
 
-Executors call `conform` then `write_part`: a Parquet file lands in the table's folder
-and a `PartFile` (plain, picklable data) goes back to the driver. The driver calls
-`commit` once per table and micro-batch: every part in ONE Delta commit carrying
-`Transaction(app_id, version=batch_id)`. A part that is never committed is an orphan:
-readers go through the Delta log and never see it; vacuum removes it.
+`Sink` is the one object that knows the sink's layout and state:
 
-Measured with deltalake 1.6.6: `transaction_version(app_id)` survives checkpoints;
-with `max_commit_retries=0` a commit lands on exactly the version after its snapshot or
-raises `CommitFailedError`, and `commit` then reloads, re-checks the transaction version
-and retries, so a batch is never committed twice, even by two processes racing on the
-same (app_id, batch_id); `create_write_transaction` silently ignores new columns, so
-they are added first with `DeltaTable.alter.add_columns` (a commit of its own).
-
-Every committed file holds each of its columns in exactly the table's type: parts that
-disagree (a header key that is int64 in one image and string in another) are rewritten
-by the driver, so delta-rs, `pyarrow.dataset` and Spark can all read the file list.
+- the tables `<sink>/sources` and `<sink>/images` (`path`, `table`, `holds`,
+  `schema_bytes`, `commit` -- one idempotent commit per table and batch);
+- what they hold, per (path, config): the verdict index (`index`, `verdicts`), kept in
+  step with the images table's log (`sync`) -- lookups, never a read of the table;
+- the images commits in flight (`_pending/`): a batch's images rows are written to an
+  intent file before its sources are committed, and the intent removed once its images
+  are; a driver that died between the two commits leaves the intent, and `recover`
+  (at start, and before a vacuum) commits those rows with the batch's own app
+  transaction, so the same sources are never committed twice, even on a new checkpoint;
+- the bookkeeping folders beside the tables (`_index`, `_inflight`, `_pending`,
+  `_checkpoints`).
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
-import random
-import re
-import time
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from deltalake import DeltaTable
-from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, DeltaError
-from deltalake.schema import Field as DeltaField
-from deltalake.transaction import (
-    AddAction,
-    CommitProperties,
-    Transaction,
-    create_table_with_add_actions,
-)
 
-from sexstream.tables import open_table
+from sexstream import parts as parts_mod
+from sexstream import transaction
+from sexstream.index import Index, Verdict
+from sexstream.parts import PartFile
+from sexstream.schema import IMAGES, SOURCES, TABLES
+from sexstream.tables import open_table, table_path
+from sexstream.transaction import Replace
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sexstream")
 
-#: Attempts `commit` makes before giving up on a contended table.
-MAX_ATTEMPTS = 100
-#: Longest pause between two attempts, seconds.
-MAX_BACKOFF_S = 0.5
-#: Longer strings get no min/max statistics (Delta readers then just read the file).
-MAX_STATS_STRING = 256
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+PENDING = "_pending"
 
 
-@dataclass(frozen=True)
-class PartFile:
-    """One Parquet file written into a table's folder, not yet committed.
+class Sink:
+    """The sink folder `root` (created on the first commit)."""
 
-    `path` is relative to the table folder, `size` in bytes, `modification_time` in ms
-    since the Unix epoch; `stats` is Delta's statistics JSON (numRecords, minValues,
-    maxValues, nullCount) and `schema` the file's Arrow schema, IPC-serialized.
-    """
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = os.path.abspath(os.fspath(root))
+        self.index = Index(self.root)
+        self._tables: dict[str, DeltaTable] = {}  # open handles, brought up to date on use
 
-    path: str
-    size: int
-    modification_time: int
-    num_records: int
-    stats: str
-    schema: bytes
+    def __repr__(self) -> str:
+        return f"Sink({self.root!r})"
+
+    def path(self, name: str) -> str:
+        """The folder of table `name` (SOURCES or IMAGES)."""
+        if name not in TABLES:
+            raise ValueError(f"no table {name!r} in a sink (tables: {', '.join(TABLES)})")
+        return table_path(self.root, name)
 
     @property
-    def arrow_schema(self) -> pa.Schema:
-        """The Arrow schema of the file."""
-        return pa.ipc.read_schema(pa.py_buffer(self.schema))
+    def sources(self) -> str:
+        return self.path(SOURCES)
 
-    def add_action(self) -> AddAction:
-        """The Delta add action that commits this file."""
-        return AddAction(self.path, self.size, {}, self.modification_time, True, self.stats)
+    @property
+    def images(self) -> str:
+        return self.path(IMAGES)
 
+    def folder(self, name: str) -> Path:
+        """A bookkeeping folder beside the tables, e.g. "_checkpoints" (not created)."""
+        return Path(self.root) / name
 
-# --- types ---------------------------------------------------------------------------
-
-def delta_type(dtype: pa.DataType) -> pa.DataType:
-    """The Arrow type a column of `dtype` is stored as in a Delta table.
-
-    Unsigned ints widen to the next signed int (uint64 -> int64), float16 -> float32,
-    dictionaries -> their values, large/view/fixed variants -> plain string, binary and
-    list, every timestamp -> timestamp[us, UTC] (naive values are taken as UTC),
-    date64 -> date32; nested children are made nullable.
-    """
-    t = pa.types
-    if t.is_dictionary(dtype):
-        return delta_type(dtype.value_type)
-    if t.is_large_string(dtype) or t.is_string_view(dtype):
-        return pa.string()
-    if t.is_large_binary(dtype) or t.is_binary_view(dtype) or t.is_fixed_size_binary(dtype):
-        return pa.binary()
-    if t.is_unsigned_integer(dtype):
-        return {8: pa.int16(), 16: pa.int32()}.get(dtype.bit_width, pa.int64())
-    if t.is_float16(dtype):
-        return pa.float32()
-    if t.is_timestamp(dtype):
-        return pa.timestamp("us", "UTC")
-    if t.is_date64(dtype):
-        return pa.date32()
-    if (t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype)
-            or t.is_list_view(dtype) or t.is_large_list_view(dtype)):
-        return pa.list_(pa.field("element", delta_type(dtype.value_type)))
-    if t.is_struct(dtype):
-        return pa.struct([pa.field(f.name, delta_type(f.type)) for f in dtype])
-    if t.is_map(dtype):
-        return pa.map_(delta_type(dtype.key_type), delta_type(dtype.item_type))
-    return dtype
-
-
-def _cast(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
-    """`column` as `target`; values that cannot be represented become null (never raises)."""
-    source = column.type
-    if source.equals(target):
-        return column
-    if pa.types.is_null(source):
-        return pa.chunked_array([pa.nulls(len(column), target)], target)
-    t = pa.types
-    lossy_ok = ((t.is_integer(source) or t.is_floating(source)) and t.is_floating(target)) or (
-        t.is_temporal(source) and t.is_temporal(target))
-    try:
-        return column.cast(target, safe=not lossy_ok)
-    except _CAST_ERRORS:
-        pass
-    if pa.types.is_nested(source) or pa.types.is_nested(target):
-        try:
-            return column.cast(target, safe=False)
-        except _CAST_ERRORS:
-            return pa.chunked_array([pa.nulls(len(column), target)], target)
-    # Value by value (distinct values only: header keys repeat on every row).
-    distinct = pc.unique(column)
-    converted = []
-    for value in distinct:
-        try:
-            converted.append(value.cast(target).as_py())
-        except _CAST_ERRORS:
-            converted.append(None)
-    lookup = pa.array(converted, type=target)
-    return pa.chunked_array([lookup.take(pc.index_in(column, value_set=distinct))], target)
-
-
-def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
-    """`table` with the columns that `schema` knows cast to their type there.
-
-    Executors call this with the existing table's schema before `write_part`. Casts
-    that lose nothing are made (int -> float, anything -> string when the table's
-    column is string, "2.5" -> 2.5, 30.0 -> 30); a value that cannot be represented in
-    the table's type becomes null (30.5 in an int64 column, "n/a" in a float64 one).
-    Columns `schema` does not have pass through with their own type.
-    """
-    if schema is None:
+    def table(self, name: str) -> DeltaTable | None:
+        """Table `name` at its latest version; None before its first commit. The handle
+        is kept and brought up to date (`update_incremental`: the log's new entries only)
+        rather than opened again, which reads the whole log state."""
+        table = self._tables.get(name)
+        if table is None:
+            table = open_table(self.path(name))
+            if table is not None:
+                self._tables[name] = table
+        else:
+            table.update_incremental()
         return table
-    arrays, fields = [], []
-    for field, column in zip(table.schema, table.columns):
-        if field.name in schema.names:
-            target = delta_type(schema.field(field.name).type)
-            column = _cast(column, target)
-            field = pa.field(field.name, target)
-        arrays.append(column)
-        fields.append(field)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
+    def holds(self, name: str, app_id: str, batch_id: int) -> bool:
+        """True when table `name` already holds batch `batch_id` of `app_id` (or a later
+        one): a batch Spark replays after a crash."""
+        table = self.table(name)
+        done = None if table is None else table.transaction_version(app_id)
+        return done is not None and done >= batch_id
 
-def concat(tables: list[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
-    """`tables` (e.g. the catalogs of one task's images) as one table for `write_part`.
-
-    Each is conformed to `schema` (the existing table's, or None); a column `schema`
-    lacks gets one type across `tables`, by the rule of `commit_schema`; a column
-    missing from one of `tables` is null in its rows.
-    """
-    tables = [conform(t, schema) for t in tables]
-    types: dict[str, list[pa.DataType]] = {}
-    for table in tables:
-        for field in table.schema:
-            if not pa.types.is_null(field.type):
-                types.setdefault(field.name, []).append(field.type)
-    common = pa.schema([pa.field(name, delta_type(_promote(ts))) for name, ts in types.items()])
-    if not tables:
-        return common.empty_table()
-    return pa.concat_tables([conform(t, common) for t in tables], promote_options="default")
-
-
-def _promote(types: list[pa.DataType]) -> pa.DataType:
-    """One type for a new column that parts of a batch carry with different types."""
-    distinct: list[pa.DataType] = []
-    for dtype in types:
-        if not any(dtype.equals(d) for d in distinct):
-            distinct.append(dtype)
-    if len(distinct) == 1:
-        return distinct[0]
-    if all(pa.types.is_integer(d) or pa.types.is_floating(d) for d in distinct):
-        return pa.float64() if any(pa.types.is_floating(d) for d in distinct) else pa.int64()
-    if not any(pa.types.is_nested(d) for d in distinct):
-        return pa.string()
-    return distinct[0]
-
-
-def commit_schema(table_schema: pa.Schema | None, parts: list[PartFile]) -> pa.Schema | None:
-    """The table's schema after committing `parts`: its columns, then the new ones.
-
-    A new column gets its type from the parts; when they disagree: int + float ->
-    float64, any other mix of plain types -> string. None when there is neither a table
-    nor a part.
-    """
-    fields = [pa.field(f.name, delta_type(f.type)) for f in table_schema] if table_schema else []
-    known = {f.name for f in fields}
-    new: dict[str, list[pa.DataType]] = {}
-    for part in parts:
-        for field in part.arrow_schema:
-            if field.name not in known:
-                new.setdefault(field.name, []).append(field.type)
-    fields += [pa.field(name, delta_type(_promote(types))) for name, types in new.items()]
-    return pa.schema(fields) if fields else None
-
-
-# --- statistics ----------------------------------------------------------------------
-
-def _timestamp_text(micros: int, round_up: bool) -> str:
-    millis = -((-micros) // 1000) if round_up else micros // 1000
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _min_max(column: pa.ChunkedArray) -> tuple[object, object]:
-    """JSON-ready (min, max) of a non-empty plain column; None where unknown."""
-    dtype = column.type
-    if pa.types.is_floating(dtype):
-        if pc.any(pc.is_nan(column)).as_py():
-            return None, None        # NaN sorts above everything for Spark: no bound is safe
-        bounds = pc.min_max(column)
-        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        finite = lambda v: v if v is not None and abs(v) != float("inf") else None  # noqa: E731
-        return finite(lo), finite(hi)
-    if pa.types.is_timestamp(dtype):
-        bounds = pc.min_max(column.cast(pa.int64()))
-        return (_timestamp_text(bounds["min"].as_py(), False),
-                _timestamp_text(bounds["max"].as_py(), True))
-    if not (pa.types.is_integer(dtype) or pa.types.is_string(dtype) or pa.types.is_date32(dtype)
-            or pa.types.is_boolean(dtype)):
-        return None, None
-    bounds = pc.min_max(column)
-    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    if pa.types.is_date32(dtype):
-        return lo.isoformat(), hi.isoformat()
-    if pa.types.is_string(dtype) and max(len(lo), len(hi)) > MAX_STATS_STRING:
-        return None, None
-    return lo, hi
-
-
-def delta_stats(table: pa.Table) -> str:
-    """Delta `add.stats` JSON of `table`: numRecords, minValues, maxValues, nullCount.
-
-    Plain columns only (lists and structs get none). Bounds are exact, except
-    timestamps (milliseconds, the max rounded up). Float columns holding NaN, and
-    infinite bounds, are left out, as are strings longer than `MAX_STATS_STRING`.
-    """
-    mins: dict[str, object] = {}
-    maxs: dict[str, object] = {}
-    nulls: dict[str, int] = {}
-    for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_nested(column.type):
-            continue
-        nulls[name] = column.null_count
-        if column.null_count == len(column):
-            continue
-        lo, hi = _min_max(column)
-        if lo is not None:
-            mins[name] = lo
-        if hi is not None:
-            maxs[name] = hi
-    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs,
-                       "nullCount": nulls}, allow_nan=False)
-
-
-# --- parts ---------------------------------------------------------------------------
-
-def write_part(table_dir: str | os.PathLike[str], table: pa.Table, *, batch_id: int,
-               task_tag: str, row_group_size: int | None = None,
-               use_dictionary: bool | list[str] = True) -> PartFile | None:
-    """Write `table` as a new Parquet file in `table_dir` (created if missing).
-
-    The file is named `part-b{batch_id:08d}-{task_tag}-{uuid}.snappy.parquet`, so
-    retried tasks and replays never overwrite each other. Columns are stored in their
-    Delta type (`delta_type`); columns of the null type are dropped (readers see null).
-    The file is fsync'ed before returning. Returns None when there is no row to write.
-    `row_group_size` (rows) and `use_dictionary` (True, or the columns to
-    dictionary-encode) default to pyarrow's.
-    """
-    keep = [name for name, column in zip(table.column_names, table.columns)
-            if not pa.types.is_null(column.type)]
-    if table.num_rows == 0 or not keep:
-        return None
-    table = table.select(keep)
-    fields = [pa.field(f.name, delta_type(f.type)) for f in table.schema]
-    table = pa.Table.from_arrays([_cast(c, f.type) for c, f in zip(table.columns, fields)],
-                                 schema=pa.schema(fields))
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", str(task_tag)) or "task"
-    name = f"part-b{batch_id:08d}-{tag}-{uuid.uuid4().hex}.snappy.parquet"
-    folder = Path(table_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / name, "wb") as fh:
-        pq.write_table(table, fh, compression="snappy", row_group_size=row_group_size,
-                       use_dictionary=use_dictionary)
-        fh.flush()
-        os.fsync(fh.fileno())
-    st = os.stat(folder / name)
-    return PartFile(path=name, size=st.st_size, modification_time=st.st_mtime_ns // 1_000_000,
-                    num_records=table.num_rows, stats=delta_stats(table),
-                    schema=table.schema.serialize().to_pybytes())
-
-
-def _fit_part(table_dir: str, part: PartFile, schema: pa.Schema, batch_id: int) -> PartFile:
-    """`part` itself if its columns have `schema`'s types, else a conformed rewrite of it.
-
-    The original of a rewritten part is left in place, uncommitted (an orphan).
-    """
-    if not os.path.exists(os.path.join(table_dir, part.path)):
-        raise FileNotFoundError(f"part file missing from {table_dir}: {part.path}")
-    if all(delta_type(f.type).equals(delta_type(schema.field(f.name).type))
-           for f in part.arrow_schema):
-        return part
-    log.info("rewriting %s to the table's column types", part.path)
-    table = conform(pq.read_table(os.path.join(table_dir, part.path)), schema)
-    fitted = write_part(table_dir, table, batch_id=batch_id, task_tag="fit")
-    assert fitted is not None
-    return fitted
-
-
-# --- commits -------------------------------------------------------------------------
-
-def committed_version(table_dir: str | os.PathLike[str], app_id: str) -> int | None:
-    """The last batch_id `app_id` committed to the table; None if none or no table."""
-    table = open_table(table_dir)
-    return None if table is None else table.transaction_version(app_id)
-
-
-def current_schema(table_dir: str | os.PathLike[str]) -> pa.Schema | None:
-    """The table's Arrow schema now, for `conform`; None if there is no table yet."""
-    table = open_table(table_dir)
-    return None if table is None else _schema_of(table)
-
-
-def _schema_of(table: DeltaTable) -> pa.Schema:
-    return pa.schema(table.schema().to_arrow())
-
-
-def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: str,
-           batch_id: int, description: str | None = None) -> int | None:
-    """Commit `parts` to the Delta table at `table_dir` in one commit, once per batch.
-
-    The commit carries `Transaction(app_id, batch_id)`. Returns the table version
-    created, or None when the table already holds batch `batch_id` (or a later one) of
-    `app_id`: then nothing is written. The first commit creates the table (named after
-    its folder, with `description`). With no part, an existing table records the batch
-    in an empty commit; a missing table stays missing (None).
-
-    Concurrent writers (other processes, same or other app_id) are expected: on a
-    commit conflict the table is reloaded, the transaction version re-checked, and the
-    commit retried after a randomized back-off, at most `MAX_ATTEMPTS` times.
-
-    Raises
-    ------
-    CommitFailedError
-        Still conflicting after `MAX_ATTEMPTS` attempts.
-    FileNotFoundError
-        A part's file is missing from `table_dir`.
-    """
-    if batch_id < 0:
-        raise ValueError(f"batch_id must be >= 0, not {batch_id}")
-    table_dir = str(table_dir)
-    parts = list(parts)
-    now_ms = time.time_ns() // 1_000_000
-    transaction = CommitProperties(app_transactions=[Transaction(app_id, batch_id, now_ms)],
-                                   max_commit_retries=0)
-    backoff, failure = 0.01, None
-    for attempt in range(MAX_ATTEMPTS):
-        if failure is not None:
-            time.sleep(backoff * (0.5 + random.random()))
-            backoff = min(2 * backoff, MAX_BACKOFF_S)
-        failure = None
-        table = open_table(table_dir)
-        if table is not None:
-            done = table.transaction_version(app_id)
-            if done is not None and done >= batch_id:
-                return None
-        current = _schema_of(table) if table is not None else None
-        schema = commit_schema(current, parts)
-        if schema is None:
+    def schema_bytes(self, name: str) -> bytes | None:
+        """Table `name`'s Arrow schema, IPC-serialized for the tasks (None: no table yet);
+        as of the last `table`, `holds` or `commit`."""
+        table = self._tables.get(name) or self.table(name)
+        if table is None:
             return None
-        parts = [_fit_part(table_dir, part, schema, batch_id) for part in parts]
-        actions = [part.add_action() for part in parts]
-        try:
-            if table is None:
-                create_table_with_add_actions(
-                    table_dir, DeltaSchema.from_arrow(schema), actions, mode="error",
-                    name=Path(table_dir).name, description=description,
-                    commit_properties=transaction)
-                return 0
-            added = [f for f in schema if f.name not in current.names]
-            if added:
-                table.alter.add_columns([DeltaField.from_arrow(f) for f in added],
-                                        commit_properties=CommitProperties(max_commit_retries=0))
-                continue            # reload: the append must start from the new schema
-            table.create_write_transaction(actions, "append", schema,
-                                           commit_properties=transaction)
-            return table.version() + 1
-        except CommitFailedError as exc:
-            failure = exc
-        except DeltaError as exc:
-            if table is not None or open_table(table_dir) is None:
-                raise
-            failure = exc           # lost the race to create the table
-        log.debug("commit of %s batch %d to %s conflicted (attempt %d): %s",
-                  app_id, batch_id, table_dir, attempt + 1, failure)
-    raise CommitFailedError(f"{table_dir}: batch {batch_id} of {app_id} still conflicting "
-                            f"after {MAX_ATTEMPTS} attempts: {failure}")
+        return pa.schema(table.schema().to_arrow()).serialize().to_pybytes()
+
+    def commit(self, name: str, parts: list[PartFile], *, app_id: str, batch_id: int,
+               replace: Replace | None = None) -> int | None:
+        """Commit `parts` to table `name` in one commit carrying (app_id, batch_id),
+        superseding the rows `replace` names: the new version, or None when the table
+        already holds the batch (see `sexstream.transaction.commit`)."""
+        return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id, replace=replace,
+                                  table=self._tables.get(name))
+
+    # -- what it holds
+
+    def sync(self) -> int:
+        """Bring the verdict index up to the images table's latest commit."""
+        return self.index.sync(self.images)
+
+    def verdicts(self, paths, config_hash: str) -> dict[str, Verdict]:
+        """The newest verdict of each of `paths` under `config_hash` (synced first)."""
+        self.sync()
+        return self.index.lookup(paths, config_hash)
+
+    # -- images commits in flight
+
+    def _intent(self, app_id: str, batch_id: int) -> Path:
+        return self.folder(PENDING) / f"{app_id}-{batch_id:08d}.json"
+
+    def pending(self, app_id: str, batch_id: int, rows: pa.Table, replace: Replace | None) -> Path:
+        """Record the images rows batch `batch_id` of `app_id` will commit (superseding
+        `replace`) once its sources are committed."""
+        intent = self._intent(app_id, batch_id)
+        intent.parent.mkdir(parents=True, exist_ok=True)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        body = {"app_id": app_id, "batch_id": batch_id,
+                "rows": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
+                "replace": None if replace is None else
+                {"paths": sorted(replace.paths), "config_hash": replace.config_hash, "mode": replace.mode}}
+        tmp = intent.with_name(f".{intent.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(body, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, intent)
+        return intent
+
+    def done(self, app_id: str, batch_id: int) -> None:
+        """The images of batch `batch_id` of `app_id` are committed: forget the intent."""
+        self._intent(app_id, batch_id).unlink(missing_ok=True)
+
+    def recover(self) -> int:
+        """Commit the images rows that drivers which died between a batch's two commits
+        left pending (idempotent: a batch the images table holds is skipped); returns how
+        many batches were recovered."""
+        folder = self.folder(PENDING)
+        recovered = 0
+        for intent in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                body = json.loads(intent.read_text())
+                rows = pa.ipc.open_stream(base64.b64decode(body["rows"])).read_all()
+            except (OSError, ValueError, pa.ArrowInvalid):
+                continue  # being written by a live driver, or cut: the next start sees it
+            app_id, batch_id = body["app_id"], int(body["batch_id"])
+            r = body.get("replace")
+            replace = None if r is None else Replace(frozenset(r["paths"]), r["config_hash"], r["mode"])
+            part = parts_mod.write_part(self.images, rows, batch_id=batch_id, task_tag="recovered")
+            if self.commit(IMAGES, [part] if part is not None else [], app_id=app_id, batch_id=batch_id,
+                           replace=replace) is not None:
+                recovered += 1
+                log.warning("sink: committed the images rows of batch %d of %s, whose driver died "
+                            "after its sources commit", batch_id, app_id)
+            intent.unlink(missing_ok=True)
+        return recovered

@@ -153,7 +153,7 @@ def noisy(rng: np.random.Generator, model: np.ndarray) -> np.ndarray:
     """Poisson (in e-) plus read noise on a noiseless `model` (ADU), clipped at SATURATE.
 
     Exact Poisson draws where fewer than `POISSON_EXACT_BELOW` e- are expected, its
-    Gaussian limit (mean = variance = expected e-) elsewhere: ~5x faster on a sky of
+    Gaussian limit (mean = variance = expected e-) elsewhere: much faster on a sky of
     thousands of e-, and indistinguishable there."""
     normal = rng.standard_normal(model.shape, dtype=np.float32)
     data = model * np.float32(1 / GAIN)

@@ -1,16 +1,14 @@
 """`sexstream status`: what the sink holds, read through the Delta logs (no Spark)."""
 from __future__ import annotations
 
+import argparse
+import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow.compute as pc
 
-from sexstream.tables import open_table, read_table
-
-
-def _table(path: Path):
-    return open_table(str(path))
+from sexstream.schema import IMAGES, SOURCES
+from sexstream.tables import latest_images, open_table, table_path
 
 
 def _rows_from_stats(dt) -> int:
@@ -24,14 +22,13 @@ def _rows_from_stats(dt) -> int:
 def report(sink: str, recent: int = 10) -> dict:
     """A plain dict: counts by status (latest verdict per path), sources, batches, last
     commit, and the `recent` newest failures with their reasons."""
-    sink_path = Path(sink)
-    out: dict = {"sink": str(sink_path), "images": {}, "sources": 0, "last_batch": None,
+    out: dict = {"sink": str(sink), "images": {}, "sources": 0, "last_batch": None,
                  "last_commit": None, "versions": {}, "recent_failures": []}
-    src = _table(sink_path / "sources")
+    src = open_table(table_path(sink, SOURCES))
     if src is not None:
         out["sources"] = _rows_from_stats(src)
         out["versions"]["sources"] = src.version()
-    img = _table(sink_path / "images")
+    img = open_table(table_path(sink, IMAGES))
     if img is None:
         return out
     out["versions"]["images"] = img.version()
@@ -39,16 +36,14 @@ def report(sink: str, recent: int = 10) -> dict:
     if history:
         ts = history[0].get("timestamp")
         out["last_commit"] = datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat() if ts else None
-    t = read_table(str(sink_path / "images"),
-                   columns=["path", "status", "reason", "batch_id", "ingest_time", "n_sources"])
-    if t.num_rows == 0:
+    latest = latest_images(sink, ["path", "status", "reason", "batch_id", "ingest_time"])
+    if latest.num_rows == 0:
         return out
-    df = t.to_pandas().sort_values(["batch_id", "ingest_time"])
-    latest = df.drop_duplicates("path", keep="last")
-    out["images"] = {k: int(v) for k, v in latest["status"].value_counts().items()}
-    out["images"]["total"] = int(len(latest))
-    out["last_batch"] = int(df["batch_id"].max())
-    bad = latest[latest["status"] != "ok"].tail(recent)
+    out["images"] = {c["values"]: int(c["counts"]) for c in latest.column("status").value_counts().to_pylist()}
+    out["images"]["total"] = latest.num_rows
+    newest = latest.sort_by([("ingest_time", "descending"), ("batch_id", "descending")])
+    out["last_batch"] = newest.column("batch_id")[0].as_py()
+    bad = newest.filter(pc.not_equal(newest["status"], "ok")).slice(0, recent).to_pandas()
     out["recent_failures"] = [
         {"path": r.path, "status": r.status, "reason": r.reason, "batch_id": int(r.batch_id)}
         for r in bad.itertuples()]
@@ -68,3 +63,21 @@ def render(r: dict) -> str:
         lines.append("recent failures:")
         lines += [f"  [{f['status']}] {f['path']}: {f['reason']}" for f in r["recent_failures"]]
     return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sexstream.flags import settings_from_args
+
+    settings = settings_from_args(args, sink=args.sink)
+    r = report(settings.sink, recent=args.recent)
+    print(json.dumps(r, indent=1, default=str) if args.json else render(r))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="what the sink holds: images ok/failed, sources, last batch")
+    p.add_argument("--sink")
+    p.add_argument("--settings", metavar="TOML")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--recent", type=int, default=10, help="recent failures to list")
+    p.set_defaults(func=cmd_status)

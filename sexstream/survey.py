@@ -11,9 +11,9 @@ a night. Each exposure is one image (one extension per CCD) whose sources are th
 objects inside its CCDs and brighter than that exposure's limit.
 
 Rows are written the way the daemon writes them: `sexstream.catalog.with_provenance`
-and `sexstream.schema` make the rows, `sexstream.sink.write_part` one Parquet part per
-image, `sexstream.sink.commit` one commit per table and micro-batch (sources, then
-images), carrying the transaction (app_id, batch_id).
+and `sexstream.schema` make the rows, `sexstream.parts.write_part` one Parquet part per
+image, `Sink.commit` (`sexstream.transaction.commit`) one commit per table and
+micro-batch (sources, then images), carrying the transaction (app_id, batch_id).
 
 Conventions: angles in degrees (ICRS), magnitudes with a zero point of 30 (MAG_ZEROPOINT),
 fluxes in ADU, times in MJD (days, UTC).
@@ -33,11 +33,12 @@ import xxhash
 from astropy import units as u
 from astropy_healpix import HEALPix
 
-from sexstream import sink as sink_mod
+from sexstream.catalog import with_provenance
+from sexstream.parts import write_part
 from sexstream.population import OBJECT_ORDER, brighter_than, objects_in
-from sexstream.catalog import header_column, with_provenance
-from sexstream.schema import images_table, stamp
-from sexstream.tables import images_path, sources_path
+from sexstream.schema import IMAGES, SOURCES, header_column, images_table, stamp
+from sexstream.sink import Sink
+from sexstream.transaction import committed_version
 
 #: Magnitude zero point: MAG = 30 - 2.5 log10(FLUX).
 ZEROPOINT = 30.0
@@ -380,12 +381,12 @@ def write(sink: str | Path, survey: Survey, start: int = 0, stop: int | None = N
     images table already holds are skipped before any work (an interrupted write
     resumes). Slices must follow one another (start where the last one stopped). Each batch's ingest_time is 20 s after its last exposure.
     """
-    sources_dir, images_dir = sources_path(sink), images_path(sink)
+    target = Sink(sink)
     app_id = f"survey-{survey.seed}-{survey.config_hash}"
     density = object_density(survey)
     stop = survey.n_exposures if stop is None else min(stop, survey.n_exposures)
     report = WriteReport()
-    done = sink_mod.committed_version(images_dir, app_id)  # images are committed last
+    done = committed_version(target.images, app_id)  # images are committed last
     for lo in range(start, stop, images_per_batch):
         batch_id = lo  # the index of the batch's first exposure: unique whatever the slices
         if done is not None and batch_id <= done:
@@ -397,17 +398,15 @@ def write(sink: str | Path, survey: Survey, start: int = 0, stop: int | None = N
         for exposure in exposures:
             catalog, record = observe(survey, exposure, density)
             rows = stamp(with_provenance(catalog, record, survey.healpix_order), batch_id, ingest)
-            parts.append(sink_mod.write_part(sources_dir, rows, batch_id=batch_id,
-                                             task_tag=f"survey{exposure.index}"))
+            parts.append(write_part(target.sources, rows, batch_id=batch_id,
+                                    task_tag=f"survey{exposure.index}"))
             records.append(record)
             report.rows += rows.num_rows
         report.images += len(records)
         images = images_table(records, survey.fitskeys, batch_id, ingest)
-        image_part = sink_mod.write_part(images_dir, images, batch_id=batch_id, task_tag="survey")
-        sink_mod.commit(sources_dir, [p for p in parts if p is not None], app_id=app_id,
-                        batch_id=batch_id, description="sources (synthetic survey)")
-        sink_mod.commit(images_dir, [image_part], app_id=app_id, batch_id=batch_id,
-                        description="images (synthetic survey)")
+        image_part = write_part(target.images, images, batch_id=batch_id, task_tag="survey")
+        target.commit(SOURCES, [p for p in parts if p is not None], app_id=app_id, batch_id=batch_id)
+        target.commit(IMAGES, [image_part], app_id=app_id, batch_id=batch_id)
         report.batches += 1
         if progress is not None:
             progress(report)

@@ -16,26 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from sexstream.schema import IMAGES, SOURCES
+
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Folder names of the tables inside the sink folder.
-SOURCES = "sources"
-IMAGES = "images"
+
+
+def table_path(sink: str | os.PathLike[str], name: str) -> str:
+    """The folder of the table `name` (`SOURCES` or `IMAGES`) inside the sink folder."""
+    return str(Path(sink) / name)
 
 
 def sources_path(sink: str | os.PathLike[str]) -> str:
     """The folder of the sources table (one row per detected source)."""
-    return str(Path(sink) / SOURCES)
+    return table_path(sink, SOURCES)
 
 
 def images_path(sink: str | os.PathLike[str]) -> str:
     """The folder of the images table (one row per image and attempt)."""
-    return str(Path(sink) / IMAGES)
+    return table_path(sink, IMAGES)
 
 
 def open_table(table_dir: str | os.PathLike[str]) -> DeltaTable | None:
@@ -103,15 +108,19 @@ def read_images_pandas(sink: str | os.PathLike[str], columns: list[str] | None =
 
 
 def latest_images(sink: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
-    """One images row per path: the newest verdict on that file.
+    """One images row per path: the newest current verdict on that file.
 
-    Newest means the latest `ingest_time` (the driver's commit clock, comparable across
-    the daemon and replays, whose batch_ids are not), then the highest `batch_id`, then
-    the latest `started`. Rows are sorted by path.
+    Current rows are those not marked `current = false` (a newer measurement of the path
+    under the same config superseded them). Among them, newest means the latest
+    `ingest_time` (the driver's commit clock, comparable across the daemon and replays,
+    whose batch_ids are not), then the highest `batch_id`, then the latest `started`.
+    Rows are sorted by path.
     """
     images = read_images(sink)
     if "path" not in images.column_names:
         return _empty(columns)
+    if "current" in images.column_names:
+        images = images.filter(pc.invert(pc.fill_null(pc.equal(images["current"], False), False)))
     order = [("path", "ascending")] + [(name, "descending") for name in
                                        ("ingest_time", "batch_id", "started")
                                        if name in images.column_names]

@@ -1,14 +1,13 @@
-"""The Spark-side subcommands of `sexstream`: run, status (and replay, compact, retry-failed
-where their modules exist). Imports pyspark only when a command runs."""
+"""The Spark-side subcommands of `sexstream`: run, replay and jvm-archive. Registering
+them imports nothing heavy; pyspark is imported when a command runs."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from sexstream.cli import add_selection_flags, settings_from_args
-from sexstream.settings import DEFAULT_TOML
+from sexstream.flags import add_selection_flags, settings_from_args
+from streaming import jvmarchive, replay
 
 log = logging.getLogger("sexstream")
 
@@ -41,7 +40,7 @@ def _seed_if_empty(settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streaming.job import configure_logging, run_daemon
+    from streaming.daemon import configure_logging, run_daemon
 
     configure_logging(args.verbose)
     settings = settings_from_args(
@@ -50,27 +49,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         files_per_task=args.files_per_task, dashboard_host=args.host, dashboard_port=args.port)
     if not args.no_seed:
         _seed_if_empty(settings)
-    return run_daemon(settings, dashboard=args.dashboard, ui=args.ui)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from sexstream import status
-
-    settings = settings_from_args(args, sink=args.sink)
-    report = status.report(settings.sink, recent=args.recent)
-    if args.json:
-        print(json.dumps(report, indent=1, default=str))
-    else:
-        print(status.render(report))
-    return 0
+    # `hooks` is no flag: a program that drives the daemon (the chaos suite) sets it
+    return run_daemon(settings, dashboard=args.dashboard, ui=args.ui, hooks=getattr(args, "hooks", ()))
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="the ingestion daemon: watch the raw folder, append catalogs",
                        description="Watch a raw-download folder and append every new FITS image's "
                        "catalog to the Delta tables <sink>/sources and <sink>/images, exactly once. "
-                       f"Defaults come from {DEFAULT_TOML}. SIGTERM/SIGINT finish the batch in "
-                       "progress and stop; a restart resumes where it stopped.")
+                       "Defaults come from the packaged conf/sexstream.toml. SIGTERM/SIGINT finish "
+                       "the batch in progress and stop; a restart resumes where it stopped.")
     p.add_argument("--raw", help="the raw-download folder to watch (never modified)")
     p.add_argument("--checkpoint", help="Spark's checkpoint folder for this query")
     p.add_argument("--trigger", type=float, help="seconds between polls of the raw folder")
@@ -83,18 +71,19 @@ def register(sub) -> None:
     add_selection_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="what the sink holds: images ok/failed, sources, last batch")
-    p.add_argument("--sink")
-    p.add_argument("--settings", metavar="TOML")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--recent", type=int, default=10, help="recent failures to list")
-    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("replay", help="a bounded run over backlog folders (resumable)",
+                       description=replay.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", metavar="DIR", help="backlog folders (globs allowed)")
+    p.add_argument("--max-files-per-batch", type=int, dest="max_files_per_batch",
+                   help="at most this many images per committed batch")
+    p.add_argument("--force", action="store_true",
+                   help="measure images again even if the sink holds them with this config "
+                   "(a fresh checkpoint: an interrupted --force run starts over)")
+    p.add_argument("--checkpoint", help="override the derived checkpoint folder")
+    p.add_argument("--progress-every", type=float, default=10.0,
+                   help="seconds between progress lines when not on a terminal")
+    add_spark_flags(p)
+    add_selection_flags(p)
+    p.set_defaults(func=replay.cmd_replay)
 
-    for name in ("streaming.replay", "streaming.arrivals", "streaming.jvmarchive"):
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+    jvmarchive.register(sub)

@@ -1,10 +1,11 @@
 """A class-data-sharing archive of the driver JVM: Spark starts in half the time.
 
-The driver JVM loads ~12,000 classes from Spark's 280 jars before the first image is
-measured; on 2 cores that is most of the session's start-up (measured: session
-3.2-3.5 s -> 1.6 s, streaming query start 1.6 s -> 0.8 s). Java's AppCDS keeps those
-classes parsed and verified in a memory-mapped file. `sexstream jvm-archive` records
-one (a short replay of two generated images with `-XX:ArchiveClassesAtExit`, ~20 s);
+The driver JVM loads ~12,000 classes from Spark's jars before the first image is
+measured; on a small machine that is most of the session's start-up (figures in the
+README's Performance section). Java's AppCDS keeps those classes parsed and verified in
+a memory-mapped file. `sexstream jvm-archive` records
+one (a short replay of two generated images with `-XX:ArchiveClassesAtExit`, by
+`streaming.jvmrecord`);
 `make install` runs it. From then on `streaming.session` passes
 `-XX:SharedArchiveFile` to the driver JVM whenever an archive exists for this exact
 JVM, Spark and set of JVM options (the key in the file name). A stale or unusable
@@ -33,6 +34,10 @@ CACHE_ENV = "SEXSTREAM_JVM_CACHE"
 SWITCH_ENV = "SEXSTREAM_JVM_ARCHIVE"
 #: Silences the JVM's CDS warnings (an archive that does not match is simply not used).
 QUIET_CDS = "-Xlog:cds*=off"
+#: JVM options of the driver (and executors on this machine): the JVM only coordinates
+#: here (SExtractor does the work), so C1-only JIT and the serial GC halve its start-up
+#: at no cost to throughput (figures in the README's Performance section).
+FAST_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def cache_dir() -> Path:
@@ -111,7 +116,7 @@ def build(jvm_options: str, *, force: bool = False, timeout: float = 600.0) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        proc = subprocess.run([sys.executable, "-m", "streaming.jvmarchive", "--record", str(partial)],
+        proc = subprocess.run([sys.executable, "-m", "streaming.jvmrecord", str(partial)],
                               capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, SWITCH_ENV: "off"})
         if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
@@ -143,44 +148,7 @@ def _recorded_from(archive: Path) -> Path | None:
         return None
 
 
-def _record(out: Path) -> None:
-    """The recording run: what a replay and a daemon start-up load, on two small images."""
-    from pyspark import SparkContext
-
-    from sexstream import extractor, synthetic
-    from sexstream.settings import load
-    from streaming.job import start_query, warm_up
-    from streaming.preflight import check_executors
-    from streaming.reader import read_images, read_sources
-    from streaming.session import build_session
-
-    with tempfile.TemporaryDirectory(prefix="sexstream-jvm-archive-") as tmp:
-        raw, sink = Path(tmp, "raw"), Path(tmp, "sink")
-        synthetic.make_night(raw, 2, seed=1, nx=256, ny=512)
-        settings = load(raw=str(raw), sink=str(sink), checkpoint=str(Path(tmp, "checkpoint")))
-        spark = build_session(settings, "sexstream-jvm-archive",
-                              extra_conf={"spark.driver.extraJavaOptions": f"-XX:ArchiveClassesAtExit={out}"})
-        try:
-            check_executors(spark, settings)
-            warm_up(spark)
-            query, _runner = start_query(spark, settings, extractor.prepare(settings), [str(raw)],
-                                         checkpoint=settings.checkpoint, available_now=True)
-            query.awaitTermination()
-            if query.exception() is not None:
-                raise RuntimeError(str(query.exception()))
-            read_sources(spark, sink).count()
-            read_images(spark, sink).count()
-        finally:
-            spark.stop()
-        # the JVM writes the archive as it exits: end it (EOF on its stdin) and wait
-        proc = SparkContext._gateway.proc
-        proc.stdin.close()
-        proc.wait(timeout=300)
-
-
 def cmd_jvm_archive(args: argparse.Namespace) -> int:
-    from streaming.session import FAST_START_JVM
-
     path = archive_path(FAST_START_JVM)
     if args.remove:
         archives = list(cache_dir().glob("driver-*.jsa"))
@@ -208,9 +176,3 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="print where it is and whether it exists")
     p.add_argument("--remove", action="store_true", help="delete the archives of the cache folder")
     p.set_defaults(func=cmd_jvm_archive)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--record", required=True, type=Path)
-    _record(ap.parse_args().record)

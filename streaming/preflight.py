@@ -20,6 +20,7 @@ from pyspark import cloudpickle
 from pyspark.sql import SparkSession
 
 from sexstream.binary import BinaryNotFoundError, find_binary
+from sexstream.extractor import named_files
 from sexstream.settings import Settings
 
 
@@ -92,10 +93,18 @@ class PreflightReport:
                           *("  note: " + n for n in self.notes)])
 
 
+#: Files every SExtractor run reads, as the config names them (the others only for
+#: some selections: WEIGHT_IMAGE with a weight type, PSF_NAME for PSF keys, ...).
+ALWAYS_READ = ("FILTER_NAME", "STARNNW_NAME")
+
+
 def config_files(settings: Settings) -> tuple[str, ...]:
-    """The files SExtractor reads besides the image: the config, default.conv, default.nnw."""
+    """The files SExtractor reads besides the image: the config, the filter and neural
+    network files it names (resolved against its folder, as `extractor.prepare` does),
+    and every file a `--set` override names."""
     config = settings.config_path.resolve()
-    return (str(config), str(config.parent / "default.conv"), str(config.parent / "default.nnw"))
+    named = named_files(config, settings.overrides, names=ALWAYS_READ, existing_only=False)
+    return (str(config), *dict.fromkeys(path for _, path in named))
 
 
 def _probe_partition(rows: Iterator[int], binary: str, files: tuple[str, ...]

@@ -1,6 +1,6 @@
 """Building the SparkSession: embedded `local[*]` by default, or any cluster manager.
 
-`build_session` applies the known traps of DESIGN.md in one place: executors run this
+`build_session` applies the known traps of running Spark here in one place: executors run this
 very Python (`sys.executable`), Spark binds to loopback when the cluster is on this
 machine, the driver JVM starts from its class archive when one was recorded
 (`streaming.jvmarchive`), the UI is off unless asked for, log4j speaks at WARN through
@@ -28,24 +28,20 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 import sexstream
+import sexstream.conf
 import streaming
-from sexstream.settings import Settings
+from sexstream.settings import Settings, conf_file
 from streaming import jvmarchive
-from streaming.cluster import LOG4J2_PROPERTIES
+from streaming.jvmarchive import FAST_START_JVM
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 #: The packages every executor must import, shipped when the master is not local.
-SHIPPED_PACKAGES = (sexstream, streaming)
+SHIPPED_PACKAGES = (sexstream, sexstream.conf, streaming)
 #: The temp folders of shipped zips: `sexstream-ship-<driver pid>-*`.
 SHIP_FOLDER = re.compile(r"^sexstream-ship-(\d+)-")
-
-#: JVM options of the driver (and executors on this machine): the JVM only coordinates
-#: here (SExtractor does the work), so C1-only JIT and the serial GC halve its start-up
-#: (measured on 2 cores: session 11-16 s -> 6-7 s under load) at no cost to throughput.
-FAST_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 #: Small-machine defaults; `extra_conf` overrides any of them.
 DEFAULT_CONF: dict[str, str] = {
@@ -87,7 +83,7 @@ def session_conf(settings: Settings, app_name: str = "sexstream", *, ui: bool = 
     is one for this JVM and Spark."""
     master = settings.master or "local[*]"
     python = sys.executable
-    log4j = f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} {FAST_START_JVM}"
+    log4j = f"-Dlog4j2.configurationFile={conf_file('log4j2.properties').as_uri()} {FAST_START_JVM}"
     driver_jvm = f"{log4j} {jvmarchive.java_options(FAST_START_JVM)}".strip()
     conf = dict(DEFAULT_CONF)
     conf.update({
@@ -149,7 +145,7 @@ def build_session(settings: Settings, app_name: str = "sexstream", *, ui: bool =
 
 
 class BackgroundSession:
-    """`build_session` in a daemon thread: the JVM boots (~2 s of one core) while the
+    """`build_session` in a daemon thread: the JVM boots on one core while the
     driver prepares its run on the other. `result()` waits for the session; `abandon()`
     (an error before it was needed) stops it as soon as it is up.
 
@@ -205,7 +201,7 @@ def stop_session(spark: SparkSession) -> None:
 
     pyspark's accumulator server answers the JVM's updates in a loop that looks for its
     shutdown flag once per second, and `SparkContext.stop()` waits for that loop
-    (measured 0.9 s of a 1.0 s stop). Here the JVM side stops first, then the server
+    (most of a stop's second). Here the JVM side stops first, then the server
     is told to stop from a daemon thread: it has nothing left to receive, and a process
     that exits meanwhile simply closes its socket."""
     sc = spark.sparkContext
@@ -221,7 +217,7 @@ def stop_session(spark: SparkSession) -> None:
 
 def end_jvm(timeout: float = 30.0) -> None:
     """End the driver JVM after `stop_session` and wait for it (its shutdown hooks
-    remove Spark's temp folders: measured ~0.4 s), so that a command's end is the end of
+    remove Spark's temp folders), so that a command's end is the end of
     all its processes. A later session in this process starts a new JVM."""
     gateway = SparkContext._gateway
     proc = getattr(gateway, "proc", None)
@@ -260,11 +256,16 @@ def ship_packages(sc: SparkContext) -> Path | None:
     atexit.register(shutil.rmtree, folder, True)
     archive = folder / "sexstream-packages.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        written = set()
         for package in SHIPPED_PACKAGES:
             root = Path(package.__file__).resolve().parent
+            name = Path(*package.__name__.split("."))  # a checkout keeps sexstream.conf in conf/
             for path in sorted(root.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                    zf.write(path, Path(root.name) / path.relative_to(root))
+                arcname = name / path.relative_to(root)
+                if (path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+                        and arcname not in written):
+                    zf.write(path, arcname)
+                    written.add(arcname)
     before = list(sys.path)
     sc.addPyFile(str(archive))
     sys.path[:] = before

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-SEXSTREAM = [sys.executable, "-m", "sexstream.cli"]
+#: The `sexstream` program (its console script runs streaming.cli:main).
+SEXSTREAM = [sys.executable, "-m", "streaming.cli"]
+#: The same daemon with the chaos suite's engine hooks (crash points, batch events).
+DRIVER = [sys.executable, str(Path(__file__).resolve().parent / "chaos" / "driver.py")]
 
 
 def drop(src: Path, raw: Path, name: str | None = None) -> Path:
@@ -51,10 +54,13 @@ class Daemon:
         self.runs = 0
         self.log = root / f"{name}.log"
 
-    def start(self, env: dict[str, str] | None = None) -> "Daemon":
+    def start(self, env: dict[str, str] | None = None, hooks: list[str] | None = None) -> "Daemon":
+        """Start `sexstream run`; with `hooks` (e.g. ["--crash-at", "parts_written:0"]) the
+        same daemon through the chaos driver (tests/chaos/driver.py)."""
         self.raw.mkdir(parents=True, exist_ok=True)
         self.runs += 1
-        argv = [*self.wrapper, *SEXSTREAM, "run", "--raw", str(self.raw), "--sink", str(self.sink),
+        program = [*DRIVER, *hooks] if hooks else SEXSTREAM
+        argv = [*self.wrapper, *program, "run", "--raw", str(self.raw), "--sink", str(self.sink),
                 "--checkpoint", str(self.checkpoint), "--trigger", "1", "--no-seed", *self.extra]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
         with open(self.log, "a") as fh:

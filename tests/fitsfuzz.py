@@ -206,6 +206,42 @@ class Fuzzer:
         m.data = m.data + extra
 
 
+def set_card(data: bytes, hdu: int, keyword: str, text: str) -> bytes:
+    """`data` with the card `keyword` of header `hdu` replaced by `keyword` + `text`."""
+    cards = [(o, h) for o, h in header_cards(data) if h == hdu]
+    for offset, _ in cards:
+        if keyword_of(data, offset) == keyword:
+            new = f"{keyword:<8}{text}".encode()[:80].ljust(80)
+            return data[:offset] + new + data[offset + 80:]
+    raise KeyError(keyword)
+
+
+def mef(tmp_path: Path) -> bytes:
+    """A real two-HDU frame (image in HDU 1), else a generated 2-CCD exposure."""
+    from conftest import REAL
+    from sexstream import synthetic
+
+    real = REAL / "astroquery" / "ukidss_image.fits"
+    if real.is_file():
+        return real.read_bytes()
+    return synthetic.make_exposure(tmp_path / "mef.fits", seed=3, nx=64, ny=64, n_ccd=2).read_bytes()
+
+
+#: The poison headers of issue 15, on HDU 1 of `mef`: (keyword, card text, reason).
+CASES = {
+    "blank_xtension.fits": ("XTENSION", "=                     ",
+                            "invalid FITS header in HDU 1: XTENSION has no value"),
+    "naxis_2e9.fits": ("NAXIS", "=           2147483648",
+                       "invalid FITS header in HDU 1: NAXIS = 2147483648 is out of range (0-999)"),
+    "numeric_xtension.fits": ("XTENSION", "=                   42",
+                              "invalid FITS header in HDU 1: XTENSION = 42 is not a string"),
+    "bad_gcount.fits": ("GCOUNT", "= 1x", "invalid FITS header in HDU 1: GCOUNT card is unparsable "
+                        "(unparsable value '1x'): 'GCOUNT  = 1x'"),
+    "bad_naxis.fits": ("NAXIS", "= two", "invalid FITS header in HDU 1: NAXIS card is unparsable "
+                       "(unparsable value 'two'): 'NAXIS   = two'"),
+}
+
+
 def bases(folder: Path, real: list[Path]) -> dict[str, bytes]:
     """The frames to mutate: the real ones given, and generated ones written into
     `folder` (one CCD, a 2-CCD MEF, a RICE tile-compressed CCD)."""

@@ -20,7 +20,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from sexstream.settings import Settings, load
-from streaming.cluster import StandaloneCluster
+from cluster import StandaloneCluster
 from streaming.preflight import wait_for_executors
 from streaming.session import build_session, stop_session
 

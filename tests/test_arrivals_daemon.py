@@ -3,6 +3,8 @@ SExtractor): bad inputs become images rows with reasons while the good images of
 same batch commit; slow writers, in place or by rename, give exactly one ok row equal to
 a direct run; a file that never completes stays "incomplete" until it does, also across
 a restart; `sexstream retry-failed` measures a fixed failure again."""
+# The arrival gate journals a file once its writer is done (README "Arrivals"); the
+# `arrival_grace` these tests set is the old gate's and no longer used.
 from __future__ import annotations
 
 import os
@@ -18,7 +20,7 @@ import pytest
 import bad_inputs
 from daemon_harness import SEXSTREAM, Daemon
 from sexstream import extractor, settings, synthetic
-from sexstream.requeue import Entry, requeue_folder, write_manifest
+from sexstream.journal import Entry, Journal, journal_folder
 
 pytestmark = pytest.mark.spark
 
@@ -101,8 +103,8 @@ def test_bad_inputs_are_rows_with_reasons_and_the_good_images_of_their_batch_com
         started(d)
         night = d.raw / stage.name
         os.rename(stage, night)  # the whole night arrives at once: one listing, one batch
-        vanished = night / "vanished.fits"  # listed (requeued), then deleted before its task
-        write_manifest(requeue_folder(d.checkpoint), [Entry(str(vanished), 532800, time.time())])
+        vanished = night / "vanished.fits"  # journaled, then deleted before its task
+        Journal(journal_folder(d.checkpoint)).append([Entry(str(vanished), 532800, time.time())])
         expected["vanished.fits"] = bad_inputs.VANISHED
         paths = {night / name: want for name, want in expected.items()}
         images = d.wait_for_paths(paths, timeout=300)
@@ -241,4 +243,4 @@ def test_a_file_that_never_completes_stays_incomplete_until_completed_also_acros
         rows = rows_of(images, p)
         assert list(rows.status) == ["incomplete", "ok"], (p, rows[["status", "reason"]])
         assert_sources_equal_direct(d, rows.image_id.iloc[-1], good)
-    assert "requeued 1 file(s) at start-up" in d.log.read_text()
+    assert "start-up reconciliation journaled 1 file(s)" in d.log.read_text()

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from sexstream import extractor, inputs, settings, sink, structure
+from sexstream import extractor, inputs, parts, settings, structure, transaction
 from sexstream.errors import InputError
 from sexstream.schema import images_table, stamp
-from streaming.chaos import feed as feed_mod
-from streaming.chaos.audit import Oracle, audit
-from streaming.chaos.daemon import DaemonProcess, parse_batches
-from streaming.chaos.faults import Tmpfs
-from streaming.chaos.rounds import FAULTY_DOUBLE, ChaosConfig, ChaosRun, schedule
+from chaos import feed as feed_mod
+from chaos.audit import Oracle, audit
+from chaos.daemon import DaemonProcess, read_batches
+from chaos.faults import Tmpfs
+from chaos.rounds import FAULTY_DOUBLE, ChaosConfig, ChaosRun, schedule
 
 KEYS = ("NUMBER", "EXT_NUMBER", "FLUX_ISO", "X_IMAGE", "Y_IMAGE", "FLAGS")
 
@@ -35,13 +35,13 @@ def plan():
 
 
 def _commit(table_dir: Path, table, batch_id: int) -> None:
-    part = sink.write_part(table_dir, table, batch_id=batch_id, task_tag="t")
-    sink.commit(table_dir, [part], app_id="test", batch_id=batch_id)
+    part = parts.write_part(table_dir, table, batch_id=batch_id, task_tag="t")
+    transaction.commit(table_dir, [part], app_id="test", batch_id=batch_id)
 
 
 def _ingest(sink_dir: Path, results, plan, batch_id: int) -> None:
     now = datetime.now(timezone.utc)
-    _commit(sink_dir / "sources", stamp(sink.concat([r.sources for r in results]), batch_id, now),
+    _commit(sink_dir / "sources", stamp(parts.concat([r.sources for r in results]), batch_id, now),
             batch_id)
     _commit(sink_dir / "images", images_table([r.record for r in results], plan.fitskeys, batch_id, now),
             batch_id)
@@ -65,7 +65,7 @@ def test_audit_sees_lost_duplicated_differing_and_corrupt(tmp_path, plan):
     off = results[1].sources.set_column(results[1].sources.column_names.index("FLUX_ISO"), "FLUX_ISO",
                                         pc.multiply(flux, 1.001).cast(flux.type))
     _commit(sink_dir / "sources", stamp(off, 2, datetime.now(timezone.utc)), 2)  # differs
-    orphan = sink.write_part(sink_dir / "images", images_table([results[3].record], plan.fitskeys, 3,
+    orphan = parts.write_part(sink_dir / "images", images_table([results[3].record], plan.fitskeys, 3,
                                                               datetime.now(timezone.utc)),
                              batch_id=3, task_tag="orphan")  # written, never committed
     a = audit(sink_dir, dropped, oracle)
@@ -130,33 +130,42 @@ def test_chaos_schedule_puts_every_kill_kind_and_a_lost_checkpoint_in_a_short_ru
     split = next(p for p in plans if p.kind == "crash_between_commits")
     assert split.checkpoint_loss and any(p.worker_loss for p in plans)
     assert sum(len(p.arrivals) for p in plans) == 20
-    assert parse_batches("x INFO batch 12: 6 files, 4 ok, 1 failed, 1 incomplete, 30 sources, "
-                         "1.20 s, lag 3.5 s\n")[0].files == 6
+
+
+
+def test_batch_events_are_read_as_data_and_a_line_cut_by_a_kill_is_skipped(tmp_path):
+    from sexstream.engine import BatchStats
+
+    events = tmp_path / "batches.jsonl"
+    stats = BatchStats(12, files=6, ok=4, failed=1, incomplete=1, sources=30, seconds=1.2, lag_s=3.5,
+                       failures=[("/raw/a.fits", "failed", "not a FITS file")])
+    events.write_text(stats.to_json() + "\n" + stats.to_json()[:40])
+    (line,) = read_batches(events)
+    assert (line.batch_id, line.files, line.ok, line.failed, line.sources, line.lag_s) == (12, 6, 4, 1, 30, 3.5)
+    assert read_batches(tmp_path / "none.jsonl") == []
 
 
 @pytest.mark.spark
 def test_new_checkpoint_after_a_split_commit_commits_no_source_twice(tmp_path, plan):
     """The driver dies between the sources commit and the images commit, then the
-    checkpoint is lost, and the new query dies too before its first commit: the query
-    must still give those images their verdict without committing their sources a
-    second time (it did: every source twice)."""
+    checkpoint is lost: the new query must still give those images their verdict without
+    committing their sources a second time (an early version committed every source
+    twice). The images rows the dead batch left pending are committed at start-up."""
     feed = feed_mod.Feed(tmp_path / "raw", nx=192, ny=192)
     dropped = [feed.drop(a) for a in feed_mod.plan(3, seed=21, mix={"good": 1})]
     d = DaemonProcess(tmp_path, raw=tmp_path / "raw", sink=tmp_path / "sink",
                       checkpoint=tmp_path / "checkpoint",
                       flags=["--keys", ",".join(KEYS), "--fitskeys", "FILTER", "--trigger", "1"])
     try:
-        d.start(env={"SEXSTREAM_CRASH_AT": "between_commits:0"})
+        d.start(["--crash-at", "sources_committed:0"])
         assert d.wait_exit(300) == 137, d.tail()
         shutil.rmtree(d.checkpoint)
-        d.start(env={"SEXSTREAM_CRASH_AT": "after_parts:0"})  # the new query's batch 0 dies
-        assert d.wait_exit(300) == 137, d.tail()
         d.start()
         assert d.wait_verdicts([a.path for a in dropped], 300), d.tail()
         assert d.sigterm(240) == 0, d.tail()
         result = audit(d.sink, dropped, Oracle(plan))
         assert result.ok, "\n".join(result.problems())
-        assert d.text().count("3 image(s) have sources rows but no images row") == 2
+        assert d.text().count("whose driver died after its sources commit") == 1
     finally:
         d.stop()
 
@@ -177,7 +186,7 @@ def test_bounded_chaos_run_on_a_cluster_loses_and_duplicates_nothing(tmp_path):
 @pytest.mark.spark
 @pytest.mark.slow
 def test_burst_of_2000_tiny_images_drains_in_bounded_batches_with_flat_memory(tmp_path):
-    from streaming.chaos.overload import run_burst
+    from chaos.overload import run_burst
 
     report = run_burst(tmp_path, n=2000, size=64, seed=2, max_files=250, files_per_task=25,
                        say=lambda s: None)
@@ -194,7 +203,7 @@ def test_full_sink_disk_fails_loudly_corrupts_nothing_and_recovers_exactly_once(
     reason = Tmpfs.unavailable(tmp_path)
     if reason:
         pytest.skip(reason)
-    from streaming.chaos.diskfull import run_disk_full
+    from chaos.diskfull import run_disk_full
 
     report = run_disk_full(tmp_path, size_kib=384, images=28, seed=3, say=lambda s: None)
     table = report.table()

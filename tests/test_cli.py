@@ -13,7 +13,7 @@ import pytest
 
 from sexstream import binary, params, settings
 
-SEXSTREAM = [sys.executable, "-m", "sexstream.cli"]
+SEXSTREAM = [sys.executable, "-m", "streaming.cli"]
 
 
 def run(*args: str, check: int = 0) -> subprocess.CompletedProcess:

@@ -114,8 +114,8 @@ def test_stop_and_kill9_restarts_lose_nothing_and_duplicate_nothing(daemon, gene
 
 def test_crashes_between_parts_commits_and_checkpoint_are_idempotent(daemon, generated):
     first = [drop(p, daemon.raw, f"x_{p.name}") for p in generated[:3]]
-    for point in ("after_parts", "between_commits", "after_commit"):
-        daemon.start(env={"SEXSTREAM_CRASH_AT": f"{point}:0"})
+    for phase in ("parts_written", "sources_committed", "images_committed"):
+        daemon.start(hooks=["--crash-at", f"{phase}:0"])
         assert daemon.wait_exit(240) == 137, daemon.tail()
     images = daemon.images()
     # after the third crash both tables hold batch 0 once, but Spark's checkpoint does not

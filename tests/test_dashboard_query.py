@@ -13,7 +13,7 @@ from sexstream import survey
 from sexstream.dashboard import Dashboard
 from sexstream.query import Sky
 from sexstream.tables import read_sources
-from test_dashboard import ARTIFACTS, browser, get, loaded, wait_in_page  # noqa: F401
+from test_dashboard import ARTIFACTS, browser, get, wait_in_page  # noqa: F401 (browser: a fixture)
 
 NOW_MJD = time.time() / 86400 + 40587
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from streaming import jvmarchive
-from streaming.session import FAST_START_JVM, session_conf
+from streaming.jvmarchive import FAST_START_JVM
+from streaming.session import session_conf
 from sexstream.settings import load
 
 pytestmark = pytest.mark.spark

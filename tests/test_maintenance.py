@@ -7,26 +7,26 @@ import time
 import pyarrow as pa
 import pytest
 
-from sexstream import maintenance, sink
+from sexstream import maintenance, parts, transaction
 from sexstream.tables import open_table, read_table
 
 
 def _batch(table_dir, app_id, batch_id, n):
     t = pa.table({"NUMBER": pa.array(range(n), pa.int32()), "path": [f"/raw/{batch_id}.fits"] * n,
                   "batch_id": pa.array([batch_id] * n, pa.int64())})
-    part = sink.write_part(table_dir, t, batch_id=batch_id, task_tag="t0")
-    return sink.commit(table_dir, [part], app_id=app_id, batch_id=batch_id)
+    part = parts.write_part(table_dir, t, batch_id=batch_id, task_tag="t0")
+    return transaction.commit(table_dir, [part], app_id=app_id, batch_id=batch_id)
 
 
 def test_compact_merges_small_files_keeps_rows_and_vacuums_old_orphans(tmp_path):
     table_dir = str(tmp_path / "sink" / "sources")
     for b in range(12):
         _batch(table_dir, "app", b, 10 + b)
-    orphan = sink.write_part(table_dir, pa.table({"NUMBER": pa.array([1], pa.int32())}),
+    orphan = parts.write_part(table_dir, pa.table({"NUMBER": pa.array([1], pa.int32())}),
                              batch_id=99, task_tag="crashed")
     old = time.time() - 3 * 3600
     os.utime(os.path.join(table_dir, orphan.path), (old, old))
-    fresh = sink.write_part(table_dir, pa.table({"NUMBER": pa.array([2], pa.int32())}),
+    fresh = parts.write_part(table_dir, pa.table({"NUMBER": pa.array([2], pa.int32())}),
                             batch_id=100, task_tag="in-flight")
     before = read_table(table_dir).sort_by([("batch_id", "ascending"), ("NUMBER", "ascending")])
     reports = maintenance.compact(str(tmp_path / "sink"), retention_hours=1)
@@ -36,7 +36,7 @@ def test_compact_merges_small_files_keeps_rows_and_vacuums_old_orphans(tmp_path)
     assert not os.path.exists(os.path.join(table_dir, orphan.path))  # old orphan vacuumed
     assert os.path.exists(os.path.join(table_dir, fresh.path))  # a batch in progress keeps its part
     assert open_table(table_dir).transaction_version("app") == 11  # replays still skipped
-    assert sink.commit(table_dir, [], app_id="app", batch_id=11) is None
+    assert transaction.commit(table_dir, [], app_id="app", batch_id=11) is None
 
 
 def test_compact_refuses_a_retention_that_could_eat_a_batch_in_progress(tmp_path):

@@ -15,7 +15,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
-from sexstream import cli, layout, maintenance, sink as sink_mod, survey
+from sexstream import cli, layout, maintenance, parts, survey, transaction
 from sexstream.query import QueryError, Sky, cone, lightcurve, parse_position, parse_radius
 from sexstream.tables import open_table, read_images, read_sources, sources_path
 
@@ -124,8 +124,8 @@ def test_small_cone_reads_a_small_part_of_a_clustered_table(clustered_sink):
 def test_a_table_without_healpix_is_scanned_and_answers_the_same(sky_sink, tmp_path):
     sink = tmp_path / "old"
     rows = read_sources(sky_sink).drop_columns(["healpix"])
-    part = sink_mod.write_part(sources_path(sink), rows, batch_id=0, task_tag="t")
-    sink_mod.commit(sources_path(sink), [part], app_id="old", batch_id=0)
+    part = parts.write_part(sources_path(sink), rows, batch_id=0, task_tag="t")
+    transaction.commit(sources_path(sink), [part], app_id="old", batch_id=0)
     for ra, dec, radius in cones(sky_sink, seed=3)[:4] + [(0.0, 90.0, "0.3deg")]:
         assert identities(cone(sink, ra, dec, radius)) == identities(cone(sky_sink, ra, dec, radius))
 
@@ -283,43 +283,43 @@ def test_mjd_obs_among_the_header_keys_is_read_from_the_sources_rows(tmp_path):
 
 
 # -- files --------------------------------------------------------------------------------------
-@pytest.mark.filterwarnings("ignore:No table::len")  # astropy reading a Parquet file it did not write
+@pytest.mark.filterwarnings("ignore:No table")  # astropy reading a Parquet file it did not write
 def test_cone_files_open_in_astropy(sky_sink, tmp_path, capsys):
     args = ["cone", "10:00:00", "+02:00:00", "0.2deg", "--sink", str(sky_sink)]
     for suffix in (".fits", ".vot", ".parquet", ".csv"):
         out = tmp_path / f"cone{suffix}"
-        assert cli.main([*args, "-o", str(out)]) == 0
+        assert cli.run([*args, "-o", str(out)]) == 0
         table = Table.read(out, format="ascii.csv" if suffix == ".csv" else None)
         assert len(table) > 0 and "separation_arcsec" in table.colnames
         assert set(table["obs_mjd_from"]) == {"header"}
         if suffix in (".fits", ".vot"):
             assert table["ALPHA_J2000"].unit == u.deg
             assert str(table["separation_arcsec"].unit) == "arcsec"
-    assert cli.main(args) == 0
+    assert cli.run(args) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith('"separation_arcsec"') and "sources within 720 arcsec" in captured.err
 
 
 def test_cli_takes_a_negative_sexagesimal_dec_and_refuses_nonsense(sky_sink, capsys):
-    assert cli.main(["cone", "00:00:00", "-20:00:00", "10arcmin", "--sink", str(sky_sink),
+    assert cli.run(["cone", "00:00:00", "-20:00:00", "10arcmin", "--sink", str(sky_sink),
                      "--columns", "NUMBER,path"]) == 0
     out = capsys.readouterr()
     assert out.out.count("\n") > 1 and "(0.000000, -20.000000)" in out.err
-    assert cli.main(["cone", "10.0", "2.0", "5", "--sink", str(sky_sink)]) == 2
+    assert cli.run(["cone", "10.0", "2.0", "5", "--sink", str(sky_sink)]) == 2
     assert "has no unit" in capsys.readouterr().err
-    assert cli.main(["lightcurve", "10.0", "-95", "--sink", str(sky_sink)]) == 2
+    assert cli.run(["lightcurve", "10.0", "-95", "--sink", str(sky_sink)]) == 2
     assert "Dec '-95' is out of range" in capsys.readouterr().err
 
 
 def test_lightcurve_cli_writes_csv_votable_and_png(sky_sink, tmp_path, capsys):
     ra, dec = bright_object(sky_sink, REGIONS[0])
     base = ["lightcurve", str(ra), str(dec), "--sink", str(sky_sink)]
-    assert cli.main([*base, "-o", str(tmp_path / "lc.vot")]) == 0
+    assert cli.run([*base, "-o", str(tmp_path / "lc.vot")]) == 0
     assert len(Table.read(tmp_path / "lc.vot")) >= 2
-    assert cli.main([*base, "--radius", "2arcsec", "-o", str(tmp_path / "lc.png")]) == 0
+    assert cli.run([*base, "--radius", "2arcsec", "-o", str(tmp_path / "lc.png")]) == 0
     assert (tmp_path / "lc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "time from the header for" in capsys.readouterr().err
-    assert cli.main([*base, "-o", str(tmp_path / "lc.txt")]) == 2
+    assert cli.run([*base, "-o", str(tmp_path / "lc.txt")]) == 2
 
 
 def test_the_tables_returned_are_written_by_astropy_itself(sky_sink, tmp_path):
@@ -339,8 +339,8 @@ def test_rows_without_a_celestial_wcs_never_match_even_clustered(sky_sink, tmp_p
     blind = pc.equal(rows["EXT_NUMBER"], 3)
     healpix = pc.if_else(blind, pa.scalar(None, pa.int64()), rows["healpix"])
     rows = rows.set_column(rows.schema.get_field_index("healpix"), "healpix", healpix)
-    part = sink_mod.write_part(sources_path(sink), rows, batch_id=0, task_tag="t")
-    sink_mod.commit(sources_path(sink), [part], app_id="nowcs", batch_id=0)
+    part = parts.write_part(sources_path(sink), rows, batch_id=0, task_tag="t")
+    transaction.commit(sources_path(sink), [part], app_id="nowcs", batch_id=0)
     maintenance.cluster_sources(str(sink), file_rows=4000, row_group_rows=512, sort_rows=6000)
     seen = rows.filter(blind)
     ra, dec = seen["ALPHA_J2000"][0].as_py(), seen["DELTA_J2000"][0].as_py()

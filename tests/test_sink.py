@@ -19,16 +19,8 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from sexstream import tables
-from sexstream.sink import (
-    PartFile,
-    commit,
-    committed_version,
-    concat,
-    conform,
-    current_schema,
-    delta_type,
-    write_part,
-)
+from sexstream.parts import PartFile, concat, conform, delta_type, write_part
+from sexstream.transaction import commit, committed_version, current_schema
 
 T0 = datetime(2024, 3, 1, 22, 15, 7, 123456, tzinfo=timezone.utc)
 FOOTPRINT = pa.list_(pa.struct([("ext_number", pa.int32()), ("hdu", pa.int32()),

@@ -17,7 +17,7 @@ from pyspark.sql.types import StringType
 from sexstream.binary import find_binary
 from sexstream.settings import load
 from spark_fixtures import cluster_spark, local_spark, spark_infra, standalone_cluster  # noqa: F401
-from streaming.cluster import StandaloneCluster, is_running
+from cluster import StandaloneCluster, is_running
 from streaming.preflight import PreflightError, check_executors
 from streaming.session import build_session, is_loopback_master, session_conf, ship_packages
 
@@ -75,7 +75,8 @@ def test_shipped_zips_are_named_by_driver_and_those_of_dead_drivers_swept(tmp_pa
     import zipfile
 
     names = zipfile.ZipFile(archive).namelist()
-    assert "sexstream/extractor.py" in names and "streaming/batch.py" in names
+    assert "sexstream/extractor.py" in names and "streaming/foreach.py" in names
+    assert "sexstream/conf/sexstream.toml" in names  # the packaged defaults travel too
 
 
 def test_local_session_runs_a_python_udf_with_the_venv(local_spark: SparkSession) -> None:

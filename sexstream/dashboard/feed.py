@@ -23,14 +23,14 @@ from watchdog.observers import Observer
 
 from sexstream.coverage import (COORD_COLUMNS, DENSITY_ORDER, DensityCounts, filter_of,
                                 infer_healpix_order, source_pixels)
-from sexstream.dashboard.deltalog import AddFile, DeltaTail, read_add
+from sexstream.deltalog import AddFile, DeltaTail, read_add
 
 log = logging.getLogger(__name__)
 
 #: Images columns the page uses (the others stay on disk).
 IMAGE_COLUMNS = ["path", "image_id", "status", "reason", "n_sources", "n_extensions",
                  "footprints", "FILTER", "FILTER1", "BAND", "FILTNAME", "obs_mjd", "mtime",
-                 "started", "duration_s", "attempts", "host", "batch_id", "ingest_time"]
+                 "started", "duration_s", "attempts", "host", "batch_id", "ingest_time", "current"]
 SOURCE_COLUMNS = ["image_id", "healpix", "ingest_time", *(c for p in COORD_COLUMNS for c in p)]
 
 
@@ -202,6 +202,8 @@ class SkyFeed:
             rows = read_add(add, IMAGE_COLUMNS, self.images.schema).to_pylist()
             with self._lock:
                 for row in rows:
+                    if row.get("current") is False:
+                        continue  # superseded by a newer measurement of the same file
                     idx = self._index(row.get("image_id") or row.get("path") or "")
                     t = _seconds(row.get("ingest_time"))
                     self._ingest[idx] = np.nan if t is None else t

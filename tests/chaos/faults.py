@@ -6,7 +6,7 @@ Fault kinds (`KILL_KINDS` end the driver like a kill -9, `SIGTERM` asks it to st
                            (starting up, listing, extracting, writing, committing)
 - `kill9_in_sextractor`    kill -9 while a SExtractor run is in progress
 - `crash_after_parts`      the driver dies after the tasks wrote their Parquet parts,
-                           before any commit (the crash hooks of streaming/batch.py)
+                           before any commit (the engine hooks of chaos.driver)
 - `crash_between_commits`  ... after the sources commit, before the images commit
 - `crash_after_commit`     ... after both commits, before Spark's checkpoint
 - `sigterm`                graceful stop at a random moment: the batch in progress ends
@@ -23,17 +23,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.batch import CRASH_ENV
+from chaos.driver import HOOK_EXIT  # noqa: F401 (the fault kinds' exit status, for rounds)
 
 #: In the order a schedule takes them: a short run gets the worst moments first.
 KILL_KINDS = ("crash_between_commits", "kill9_in_sextractor", "kill9", "crash_after_commit",
               "crash_after_parts")
 STOP_KINDS = (*KILL_KINDS, "sigterm")
-HOOKS = {"crash_after_parts": "after_parts", "crash_between_commits": "between_commits",
-         "crash_after_commit": "after_commit"}
+#: The engine phase (sexstream.engine.PHASES) each crash kind dies at.
+HOOKS = {"crash_after_parts": "parts_written", "crash_between_commits": "sources_committed",
+         "crash_after_commit": "images_committed"}
 EXTRA_KINDS = ("worker_loss", "checkpoint_loss", "disk_full")
-#: The exit status of the driver after a crash hook (os._exit(137), as a kill -9 shows).
-HOOK_EXIT = 137
 
 
 @dataclass
@@ -61,9 +60,9 @@ def next_batch_id(checkpoint: Path) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def hook_env(kind: str, batch_id: int) -> dict[str, str]:
-    """The environment that makes the driver die at `kind`'s point in batch `batch_id`."""
-    return {CRASH_ENV: f"{HOOKS[kind]}:{batch_id}"}
+def hook_flags(kind: str, batch_id: int) -> list[str]:
+    """The driver flags that make it die at `kind`'s phase of batch `batch_id`."""
+    return ["--crash-at", f"{HOOKS[kind]}:{batch_id}"]
 
 
 def delete_checkpoint(checkpoint: Path) -> bool:

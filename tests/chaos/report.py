@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from streaming.chaos.faults import EXTRA_KINDS, STOP_KINDS
+from chaos.faults import EXTRA_KINDS, STOP_KINDS
 
 
 def program(command: str) -> str:
@@ -48,11 +48,11 @@ def rows(report) -> list[tuple[str, str]]:
             ("images rows", f"{a.rows} ({_counts(a.statuses)})"),
             ("sources rows", str(a.sources)),
             ("lost", str(len(a.lost))),
-            ("duplicated", f"{a.extra_rows + a.duplicate_sources} (images rows beyond one per "
+            ("duplicated", f"{a.extra_rows + a.duplicate_sources} (current images rows beyond one per "
                            f"file {a.extra_rows}, sources rows repeating a key {a.duplicate_sources})"),
             ("wrong verdicts", str(len(a.wrong))),
             ("sources differing from a direct run", str(len(a.mismatched))),
-            ("incomplete re-checks of truncated files", str(a.rechecks)),
+            ("superseded verdicts (bytes a file had before)", str(a.history_rows)),
         ]
         for t in a.tables:
             out.append((f"{t.name}: files in log / orphans on disk (never read)",

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sexstream import extractor, settings
 from sexstream.settings import split_list
-from streaming.chaos import feed as feed_mod
-from streaming.chaos.audit import Audit, Oracle, audit
-from streaming.chaos.daemon import DaemonProcess
-from streaming.chaos.report import table
-from streaming.chaos.faults import Tmpfs
+from chaos import feed as feed_mod
+from chaos.audit import Audit, Oracle, audit
+from chaos.daemon import DaemonProcess
+from chaos.report import table
+from chaos.faults import Tmpfs
 
 KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,X_IMAGE,Y_IMAGE,ALPHA_J2000,DELTA_J2000,FLAGS"
 FITSKEYS = "FILTER,RUNID"

@@ -29,12 +29,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sexstream.settings import CONF_DIR
+from sexstream.settings import conf_file
+from streaming.jvmarchive import FAST_START_JVM
 
 #: The log4j2 configuration of every Spark JVM sexstream starts on this machine.
-LOG4J2_PROPERTIES = CONF_DIR / "log4j2.properties"
+LOG4J2_PROPERTIES = conf_file("log4j2.properties")
 #: Master and worker JVMs only route messages: a quick start beats peak speed.
-_DAEMON_JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+_DAEMON_JVM_FLAGS = FAST_START_JVM
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from sexstream import extractor, settings
 from sexstream.settings import split_list
-from streaming.chaos import feed as feed_mod
-from streaming.chaos.audit import Audit, Oracle, audit
-from streaming.chaos.daemon import DaemonProcess, reap_pidfiles
-from streaming.chaos.faults import (HOOK_EXIT, HOOKS, KILL_KINDS, Fault, delete_checkpoint,
-                                    hook_env, next_batch_id)
-from streaming.chaos.report import render
+from chaos import feed as feed_mod
+from chaos.audit import Audit, Oracle, audit
+from chaos.daemon import DaemonProcess, reap_pidfiles
+from chaos.faults import (HOOK_EXIT, HOOKS, KILL_KINDS, Fault, delete_checkpoint,
+                                    hook_flags, next_batch_id)
+from chaos.report import render
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The SExtractor double that crashes, exits, hangs or is slow by image name.
@@ -163,7 +163,7 @@ class ChaosRun:
         daemon = None
         try:
             if self.config.cluster:
-                from streaming.cluster import StandaloneCluster
+                from cluster import StandaloneCluster
 
                 self.cluster = StandaloneCluster(workers=2, cores_per_worker=1,
                                                  worker_memory="1g").start()
@@ -199,12 +199,12 @@ class ChaosRun:
 
     def play(self, daemon: DaemonProcess, p: RoundPlan) -> None:
         fault = Fault(p.index, p.kind)
-        env = {}
+        hooks = []
         if p.kind in HOOKS:
             target = next_batch_id(self.checkpoint)
-            env = hook_env(p.kind, target)
+            hooks = hook_flags(p.kind, target)
             fault.detail = f"batch {target}"
-        daemon.start(env)
+        daemon.start(hooks)
         self.owed_worker_losses += p.worker_loss
         self._worker_due = None
         if p.kind in HOOKS:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sexstream import extractor, settings
 from sexstream.settings import split_list
-from streaming.chaos import feed as feed_mod
-from streaming.chaos.audit import Audit, Oracle, audit
-from streaming.chaos.report import table
-from streaming.chaos.daemon import BatchLine, DaemonProcess, RssSampler
+from chaos import feed as feed_mod
+from chaos.audit import Audit, Oracle, audit
+from chaos.report import table
+from chaos.daemon import BatchLine, DaemonProcess, RssSampler
 
 KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,X_IMAGE,Y_IMAGE,FLAGS"
 FITSKEYS = "FILTER"

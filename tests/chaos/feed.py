@@ -13,9 +13,16 @@ for each (`EXPECTED`):
 - `hang`       the double never answers: failed, reason "timed out" (after --timeout)
 - `text`       a text file named .fits: failed, "not a FITS file"
 - `truncated`  a FITS file cut in its data (a download that died): incomplete
+- `prealloc`   written in place by a preallocating downloader: the file has its full
+               size at once (zeros), then its header and 40 % of the data, a 2.5 s stall,
+               the rest: ok, sources of the final bytes only
+- `overwrite`  a good image renamed into place, overwritten in place 1-4 s later by an
+               image of another field (a reprocessed frame): ok, sources of the final
+               bytes only, the older verdict kept but not current
 
-Files are written the careful way (a hidden temporary name, then one rename), so the
-daemon never lists a partial file; `truncated` is a complete rename of a cut file.
+Files are written the careful way (a hidden temporary name, then one rename), except
+`prealloc` and the second version of `overwrite`, written in place on purpose;
+`truncated` is a complete rename of a cut file.
 `crash`, `exit`, `hang` and `slow` need the daemon to run `tests/doubles/sextractor_faulty`.
 """
 from __future__ import annotations
@@ -31,15 +38,19 @@ from pathlib import Path
 
 from sexstream import synthetic
 
-KINDS = ("good", "slow", "crash", "exit", "hang", "text", "truncated")
+KINDS = ("good", "slow", "crash", "exit", "hang", "text", "truncated", "prealloc", "overwrite")
 #: kind -> (status, a fragment the reason must contain; None: no reason).
 EXPECTED: dict[str, tuple[str, str | None]] = {
     "good": ("ok", None), "slow": ("ok", None), "crash": ("failed", "SIGSEGV"),
     "exit": ("failed", "exit 1"), "hang": ("failed", "timed out"),
     "text": ("failed", "not a FITS file"), "truncated": ("incomplete", "truncated"),
+    "prealloc": ("ok", None), "overwrite": ("ok", None),
 }
 #: Relative weights of the kinds in a planned stream.
-DEFAULT_MIX = {"good": 70, "slow": 10, "crash": 4, "exit": 3, "hang": 3, "text": 4, "truncated": 6}
+DEFAULT_MIX = {"good": 60, "slow": 10, "crash": 4, "exit": 3, "hang": 3, "text": 4, "truncated": 6,
+               "prealloc": 5, "overwrite": 5}
+#: The stall of a `prealloc` writer after its header and 40 % of the data, seconds.
+PREALLOC_STALL_S = 2.5
 #: Images per sub-folder of the raw folder (the daemon lists recursively).
 PER_FOLDER = 40
 
@@ -112,6 +123,22 @@ def write_into(folder: Path, name: str, data: bytes) -> Path:
     return dst
 
 
+def write_in_place(dst: Path, data: bytes, *, stall_s: float, preallocate: bool = True) -> Path:
+    """Write `data` at `dst` in place, as a download manager does: truncated (or created)
+    at its full size first when `preallocate`, then the header and 40 % of the data, a
+    stall of `stall_s` seconds, the rest; one open, one close."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cut = int(len(data) * 0.4)
+    with open(dst, "wb") as fh:
+        if preallocate:
+            fh.truncate(len(data))
+        fh.write(data[:cut])
+        fh.flush()
+        time.sleep(stall_s)
+        fh.write(data[cut:])
+    return dst
+
+
 class Feed:
     """The raw folder's arrivals and the record of what was dropped (the truth).
 
@@ -124,14 +151,37 @@ class Feed:
         self.nx, self.ny = nx, ny
         self._lock = threading.Lock()
         self._dropped: list[Arrival] = []
+        self._overwrites: list[threading.Timer] = []
 
     def drop(self, arrival: Arrival) -> Arrival:
-        """Write one arrival into the raw folder; return it with its path."""
-        path = write_into(self.raw, arrival.name, content_of(arrival, self.nx, self.ny))
+        """Write one arrival into the raw folder; return it with its path. A `prealloc`
+        file is written in place (this call lasts its stall); an `overwrite` is dropped
+        whole, and overwritten in place a few seconds later by another thread
+        (`settle()` waits for those)."""
+        data = content_of(arrival, self.nx, self.ny)
+        if arrival.kind == "prealloc":
+            path = write_in_place(self.raw / arrival.name, data, stall_s=PREALLOC_STALL_S)
+        else:
+            path = write_into(self.raw, arrival.name, data)
+        if arrival.kind == "overwrite":
+            later = _fits_bytes(arrival.seed ^ 0x5EED, self.nx, self.ny)  # another field
+            delay = 1.0 + (arrival.seed % 3000) / 1000.0
+            t = threading.Timer(delay, write_in_place, (path, later), {"stall_s": 0.0, "preallocate": False})
+            t.daemon = True
+            t.start()
+            with self._lock:
+                self._overwrites.append(t)
         done = replace(arrival, path=str(path))
         with self._lock:
             self._dropped.append(done)
         return done
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for every pending overwrite to be written."""
+        with self._lock:
+            pending = list(self._overwrites)
+        for t in pending:
+            t.join(timeout)
 
     def burst(self, n: int, *, seed: int, distinct: int = 8, staging: Path | None = None,
               folder: str = "burst") -> list[Arrival]:
@@ -196,6 +246,7 @@ class Writer(threading.Thread):
         for job in list(self._pending):
             if not job.done.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("the writer did not drop its arrivals in time")
+        self.feed.settle(max(1.0, deadline - time.monotonic()))
         if self.error is not None:
             raise self.error
 

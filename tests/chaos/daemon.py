@@ -9,8 +9,8 @@ that is still alive a few seconds later is reported as an orphan, then ended by 
 """
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,19 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from streaming.cluster import Daemon as Process
-from streaming.cluster import _proc_table, _read_stat, is_running, process_tree
+from cluster import Daemon as Process
+from cluster import _proc_table, _read_stat, is_running, process_tree
 
-#: `batch N: F files, A ok, B failed[, C incomplete][, D skipped], S sources, T s, lag X s`
-BATCH_LINE = re.compile(r"batch (?P<id>\d+): (?P<files>\d+) files, (?P<ok>\d+) ok, "
-                        r"(?P<failed>\d+) failed(?P<rest>[^\n]*?), (?P<sources>\d+) sources, "
-                        r"(?P<seconds>[\d.]+) s, lag (?P<lag>[\d.]+|-)")
-SEXSTREAM = [sys.executable, "-m", "sexstream.cli"]
+#: The daemon with the suite's engine hooks (crash points, batch events).
+DRIVER = [sys.executable, str(Path(__file__).resolve().parent / "driver.py")]
 
 
 @dataclass(frozen=True)
 class BatchLine:
-    """One per-batch log line of the daemon, parsed."""
+    """One committed batch, from the daemon's batch events (`sexstream.engine.BatchStats`)."""
 
     batch_id: int
     files: int
@@ -41,16 +38,23 @@ class BatchLine:
     sources: int
     seconds: float
     lag_s: float | None
+    committed_at: float | None = None  # epoch seconds
 
 
-def parse_batches(text: str) -> list[BatchLine]:
-    """The per-batch lines of a daemon log, in order."""
+def read_batches(path: Path) -> list[BatchLine]:
+    """The batch events of a daemon (JSON lines), in order; [] before the first one."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
     out = []
-    for m in BATCH_LINE.finditer(text):
-        lag = m["lag"]
-        out.append(BatchLine(int(m["id"]), int(m["files"]), int(m["ok"]), int(m["failed"]),
-                             int(m["sources"]), float(m["seconds"]),
-                             None if lag == "-" else float(lag)))
+    for line in lines:
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill -9 mid-write
+        out.append(BatchLine(d["batch_id"], d["files"], d["ok"], d["failed"], d["sources"],
+                             d["seconds"], d["lag_s"], d.get("committed_at")))
     return out
 
 
@@ -79,6 +83,7 @@ class DaemonProcess:
         self.flags = list(flags)
         self.env = dict(env or {})
         self.log = self.root / "daemon.log"
+        self.events = self.root / "batches.jsonl"
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.runs = 0
@@ -89,17 +94,17 @@ class DaemonProcess:
 
     # -- life cycle
 
-    def start(self, env: dict[str, str] | None = None) -> "DaemonProcess":
-        """Start the daemon (env: extra variables for this run only)."""
+    def start(self, hooks: list[str] | None = None) -> "DaemonProcess":
+        """Start the daemon (hooks: driver flags for this run only, e.g. --crash-at)."""
         if self.running:
             raise RuntimeError("the daemon is already running")
         self.runs += 1
-        argv = [*SEXSTREAM, "run", "--raw", str(self.raw), "--sink", str(self.sink),
-                "--checkpoint", str(self.checkpoint), "--no-seed", *self.flags]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
+        argv = [*DRIVER, "--events", str(self.events), *(hooks or []), "run", "--raw", str(self.raw),
+                "--sink", str(self.sink), "--checkpoint", str(self.checkpoint), "--no-seed", *self.flags]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "a") as fh:
-            fh.write(f"=== run {self.runs} env={env or {}}: {' '.join(argv)}\n")
+            fh.write(f"=== run {self.runs}: {' '.join(argv)}\n")
             fh.flush()
             self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env,
                                          cwd=self.root, start_new_session=True,
@@ -239,8 +244,8 @@ class DaemonProcess:
         return want <= self.verdicts()
 
     def batches(self) -> list[BatchLine]:
-        """The per-batch lines of every run."""
-        return parse_batches(self.text())
+        """The committed batches of every run."""
+        return read_batches(self.events)
 
     def extracting(self, marker: str = "") -> bool:
         """True while a SExtractor run (the real binary or a double) descends from the

@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""Survey-scale benchmark of the daemon (issue 12): costs that must not grow with history.
+
+    scripts/bench_scale.py history --files 0 200000 1000000   # ready / restart / idle CPU / RSS / latency
+    scripts/bench_scale.py commits --to 20000                 # commit and open cost after 100 and N commits
+    scripts/bench_scale.py ceiling --files 3000               # files/s the driver alone feeds
+    scripts/bench_scale.py burst                              # 48 W48-like CCDs at once vs bare parallel
+    scripts/bench_scale.py sustained --minutes 10             # 0.85 of bare capacity, backlog bounded
+
+`history`: for each size, a raw tree of that many tiny generated FITS files in night
+folders (old mtimes), all with their verdict in the sink (written through the project's
+own parts and commits, the verdict index built as a running daemon keeps it); then a real
+`sexstream run` (the default settings `make run` uses) on a fresh checkpoint: seconds
+from its start until a new CCD is committed, its latency p50/p95 for one W48-like CCD
+every 3 s (against bare SExtractor on the same CCD), its idle CPU over 20 s, its
+processes' RSS, and the same start again on the same checkpoint (restart).
+
+Every figure is measured in the run that prints it; the machine is a shared 2-core VM,
+so compare within a run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the harness: the daemon driver with batch events
+
+from chaos.daemon import DaemonProcess, read_batches, rss_kib  # noqa: E402
+
+from sexstream import extractor, parts, settings, synthetic, transaction  # noqa: E402
+from sexstream.schema import images_table  # noqa: E402
+from sexstream.sink import Sink  # noqa: E402
+
+KEYS = "NUMBER,EXT_NUMBER,FLUX_ISO,MAG_ISO,ALPHA_J2000,DELTA_J2000,X_IMAGE,Y_IMAGE,FLAGS"
+FITSKEYS = "FILTER,RUNID"
+DOUBLES = ROOT / "tests" / "doubles"
+BASELINES = ROOT.parent / "shared" / "baselines"
+W48 = dict(nx=2048, ny=4612)
+
+
+def plan_for(**more):
+    return extractor.prepare(settings.load(keys=tuple(KEYS.split(",")), fitskeys=tuple(FITSKEYS.split(",")),
+                                           **more))
+
+
+def tiny_fits(i: int) -> bytes:
+    """A valid 1x1 FITS image whose bytes differ with `i` (5760 bytes)."""
+    cards = [f"SIMPLE  = {'T':>20}", f"BITPIX  = {8:>20}", f"NAXIS   = {2:>20}", f"NAXIS1  = {1:>20}",
+             f"NAXIS2  = {1:>20}", f"SERIAL  = {i:>20}", "END"]
+    header = "".join(c.ljust(80) for c in cards).ljust(2880).encode()
+    return header + b"\0" * 2880
+
+
+def make_history(root: Path, n: int, config_hash: str, per_night: int = 5000) -> float:
+    """`n` tiny files in night folders under root/raw with an ok verdict each in root/sink;
+    returns the seconds the verdict index took to build (as a daemon's first start would)."""
+    import xxhash
+
+    raw, sink = root / "raw", root / "sink"
+    old = time.time() - 30 * 86400
+    records, batch = [], 0
+    now = datetime.now(timezone.utc)
+
+    def flush():
+        nonlocal records, batch
+        if records:
+            table = images_table(records, tuple(FITSKEYS.split(",")), batch, now)
+            part = parts.write_part(sink / "images", table, batch_id=batch, task_tag="history")
+            transaction.commit(sink / "images", [part], app_id="history", batch_id=batch)
+            records, batch = [], batch + 1
+
+    for i in range(n):
+        night = raw / f"2025-{1 + (i // per_night) // 28 % 12:02d}-{1 + (i // per_night) % 28:02d}-{i // per_night:04d}"
+        if i % per_night == 0:
+            night.mkdir(parents=True, exist_ok=True)
+        path = night / f"exp{i:08d}.fits"
+        data = tiny_fits(i)
+        path.write_bytes(data)
+        os.utime(path, (old, old))
+        st = path.stat()
+        h = xxhash.xxh3_128_hexdigest(data)
+        records.append({"path": str(path), "size": st.st_size, "content_hash": h,
+                        "mtime": datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                        "image_id": xxhash.xxh3_64_hexdigest(f"{path}\0{h}\0{config_hash}".encode()),
+                        "status": "ok", "n_sources": 0, "n_extensions": 1, "config_hash": config_hash,
+                        "attempts": 1, "started": now})
+        if len(records) >= 50_000:
+            flush()
+    flush()
+    for night in raw.iterdir() if raw.exists() else ():
+        os.utime(night, (old, old))
+    t0 = time.monotonic()
+    Sink(sink).sync()
+    return time.monotonic() - t0
+
+
+def bare_seconds(image: Path, repeat: int = 5) -> float:
+    """Median seconds of source-extractor alone on `image` with the benchmark's keys."""
+    plan = plan_for()
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            extractor.run_sextractor(image, plan, Path(tmp))
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Dropper(threading.Thread):
+    """Renames a hard link of `bases[i % len]` into raw/tonight every `every` seconds."""
+
+    def __init__(self, raw: Path, bases: list[Path], every: float, count: int, tag: str):
+        super().__init__(daemon=True)
+        self.folder = raw / f"tonight-{tag}"
+        self.bases, self.every, self.count, self.tag = bases, every, count, tag
+        self.dropped: dict[str, float] = {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        nxt = time.time()
+        for i in range(self.count):
+            if self.halt.wait(max(0.0, nxt - time.time())):
+                return
+            target = self.folder / f"ccd-{self.tag}-{i:05d}.fits"
+            tmp = self.folder / f".{target.name}.part"
+            os.link(self.bases[i % len(self.bases)], tmp)
+            os.replace(tmp, target)
+            self.dropped[str(target)] = time.time()
+            nxt += self.every
+
+
+def commit_times(d: DaemonProcess) -> dict[str, float]:
+    """path -> when its images row was committed (the batch event's committed_at)."""
+    at = {b.batch_id: b.committed_at for b in read_batches(d.events)}
+    images = d_images(d)
+    return {p: at[b] for p, b in zip(images["path"], images["batch_id"]) if b in at}
+
+
+def d_images(d: DaemonProcess) -> dict:
+    from sexstream.tables import read_table
+
+    t = read_table(d.sink / "images", columns=["path", "batch_id"])
+    return {"path": t["path"].to_pylist(), "batch_id": t["batch_id"].to_pylist()} if t.num_rows else \
+        {"path": [], "batch_id": []}
+
+
+def tree_cpu(d: DaemonProcess) -> float:
+    """CPU seconds (user + system) used so far by the daemon's live process tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in d.tree():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def tree_rss_mib(d: DaemonProcess) -> float:
+    return sum((rss_kib(pid) or 0) for pid in d.tree()) / 1024
+
+
+def run_daemon_case(root: Path, bases: list[Path], label: str, ccds: int = 20) -> dict:
+    """Start a daemon over root (fresh checkpoint), time its first new CCD, then its
+    latency, idle CPU and RSS; restart it on the same checkpoint and time again."""
+    d = DaemonProcess(root, raw=root / "raw", sink=root / "sink", checkpoint=root / f"checkpoint-{label}",
+                      flags=["--keys", KEYS, "--fitskeys", FITSKEYS])
+    out: dict = {}
+    try:
+        for phase in ("start", "restart"):
+            t0 = time.time()
+            d.start()
+            drop = Dropper(root / "raw", bases, 3.0, ccds if phase == "start" else 3, f"{label}-{phase}")
+            drop.start()
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                done = commit_times(d)
+                if all(p in done for p in drop.dropped) and len(drop.dropped) == drop.count:
+                    break
+                if not d.running:
+                    raise SystemExit(f"daemon exited:\n{d.tail()}")
+                time.sleep(0.5)
+            done = commit_times(d)
+            lat = sorted(done[p] - t for p, t in drop.dropped.items() if p in done)
+            out[f"{phase}_ready_s"] = min(done[p] for p in drop.dropped if p in done) - t0
+            if phase == "start":
+                out["latency_p50_s"] = statistics.median(lat)
+                out["latency_p95_s"] = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+                time.sleep(5)
+                c0 = tree_cpu(d)
+                time.sleep(20)
+                out["idle_cpu_s_per_20s"] = tree_cpu(d) - c0
+                out["rss_mib"] = tree_rss_mib(d)
+                out["driver_rss_mib"] = (rss_kib(d.pid) or 0) / 1024
+            code = d.sigterm(120)
+            if code != 0:
+                raise SystemExit(f"daemon stopped with {code}:\n{d.tail()}")
+    finally:
+        d.stop()
+    return out
+
+
+def cmd_history(args) -> int:
+    work = Path(args.work)
+    base_dir = work / "bases"
+    bases = sorted(base_dir.glob("*.fits")) if base_dir.is_dir() else []
+    if len(bases) < 4:
+        bases = synthetic.make_night(base_dir, 4, seed=12, **W48)
+    bare = bare_seconds(bases[0])
+    config_hash = plan_for().config_hash
+    rows = []
+    for n in args.files:
+        root = work / f"history-{n}"
+        if root.exists():
+            shutil.rmtree(root)
+        t0 = time.monotonic()
+        index_s = make_history(root, n, config_hash)
+        print(f"history of {n} files made in {time.monotonic() - t0:.0f} s (index built in {index_s:.1f} s)",
+              flush=True)
+        r = run_daemon_case(root, bases, str(n))
+        r.update(files=n, index_s=index_s)
+        rows.append(r)
+        print(r, flush=True)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\nbare SExtractor on one W48-like CCD: {bare:.2f} s (median of 5)")
+    print("| history (files) | new CCD committed after start | restart, same checkpoint | idle CPU / 20 s | "
+          "RSS, all processes | driver Python RSS | latency p50 (bare +) | p95 (bare +) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['files']:,} | {r['start_ready_s']:.1f} s | {r['restart_ready_s']:.1f} s | "
+              f"{r['idle_cpu_s_per_20s']:.1f} s | {r['rss_mib']:.0f} MiB | {r['driver_rss_mib']:.0f} MiB | "
+              f"{r['latency_p50_s']:.2f} s (+{r['latency_p50_s'] - bare:.2f}) | "
+              f"{r['latency_p95_s']:.2f} s (+{r['latency_p95_s'] - bare:.2f}) |")
+    return 0
+
+
+def cmd_commits(args) -> int:
+    """Commit and open cost of a table after 100 and `--to` commits (the daemon's commit
+    path: Delta checkpoints every 100 commits, no log listing per commit)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table = Path(tempfile.mkdtemp(prefix="sexstream-commits-")) / "images"
+
+    def one(b: int) -> float:
+        part = parts.write_part(table, pa.table({"path": [f"/raw/{b}.fits"], "n": pa.array([b], pa.int64())}),
+                                batch_id=b, task_tag="t")
+        t0 = time.perf_counter()
+        transaction.commit(table, [part], app_id="bench", batch_id=b)
+        return time.perf_counter() - t0
+
+    def opening() -> float:
+        t0 = time.perf_counter()
+        DeltaTable(str(table)).to_pyarrow_table(columns=["n"])
+        return time.perf_counter() - t0
+
+    results = {}
+    b = 0
+    for mark in (100, args.to):
+        while b < mark - 20:
+            one(b)
+            b += 1
+        times = [one(b + k) for k in range(20)]
+        b += 20
+        results[mark] = (statistics.median(times), statistics.median(opening() for _ in range(5)))
+        print(f"after {mark} commits: commit {results[mark][0] * 1000:.0f} ms, open+read "
+              f"{results[mark][1] * 1000:.0f} ms", flush=True)
+    (lo_c, lo_o), (hi_c, hi_o) = results[100], results[args.to]
+    print(f"| commits | commit (median of 20) | open + read (median of 5) |\n|---|---|---|\n"
+          f"| 100 | {lo_c * 1000:.0f} ms | {lo_o * 1000:.0f} ms |\n"
+          f"| {args.to:,} | {hi_c * 1000:.0f} ms ({hi_c / lo_c:.2f}x) | {hi_o * 1000:.0f} ms ({hi_o / lo_o:.2f}x) |")
+    shutil.rmtree(table.parent, ignore_errors=True)
+    return 0
+
+
+def instant_catalog(path: Path) -> None:
+    """The stand-in's catalog: the benchmark's columns, no row."""
+    import numpy as np
+    from astropy.io import fits
+
+    plan = plan_for()
+    cols = [fits.Column(name=k.name, format="D", array=np.zeros(0)) for k in plan.keys]
+    if "EXT_NUMBER" not in {k.name for k in plan.keys}:
+        cols.append(fits.Column(name="EXT_NUMBER", format="I", array=np.zeros(0, np.int16)))
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path, overwrite=True)
+
+
+def drain(d: DaemonProcess, paths: set[str], timeout: float) -> dict[str, float]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = commit_times(d)
+        if paths <= set(done):
+            return done
+        if not d.running:
+            raise SystemExit(f"daemon exited:\n{d.tail()}")
+        time.sleep(0.5)
+    raise SystemExit(f"not drained in {timeout} s:\n{d.tail()}")
+
+
+def cmd_ceiling(args) -> int:
+    work = Path(tempfile.mkdtemp(prefix="sexstream-ceiling-"))
+    catalog = work / "template.fits"
+    instant_catalog(catalog)
+    stage = work / "stage"
+    stage.mkdir()
+    for i in range(args.files):
+        (stage / f"f{i:06d}.fits").write_bytes(tiny_fits(i))
+    d = DaemonProcess(work, raw=work / "raw", sink=work / "sink", checkpoint=work / "checkpoint",
+                      flags=["--keys", KEYS, "--fitskeys", FITSKEYS, "--binary", str(DOUBLES / "sextractor_instant"),
+                             "--max-files-per-trigger", str(args.batch)],
+                      env={"SEXSTREAM_DOUBLE_CATALOG": str(catalog)})
+    try:
+        d.start()
+        while not d.watching():
+            time.sleep(0.2)
+        time.sleep(2)
+        t0 = time.time()
+        os.rename(stage, work / "raw" / "night")
+        done = drain(d, {str(work / "raw" / "night" / f"f{i:06d}.fits") for i in range(args.files)}, 1800)
+        seconds = max(done.values()) - t0
+        print(f"| stand-in SExtractor (returns at once) | {args.files} files, {args.batch} per batch | "
+              f"{seconds:.1f} s | **{args.files / seconds:.0f} files/s** through discovery, planning and commit |")
+        d.sigterm(120)
+    finally:
+        d.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def bare_parallel(folder: Path) -> float:
+    param = Path(tempfile.mkdtemp()) / "bench.param"
+    param.write_text("\n".join(KEYS.split(",")) + "\n")
+    out = subprocess.run(["bash", str(BASELINES / "bare_parallel.sh"), str(folder), str(param)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.split("wall_s=")[1].split()[0])
+
+
+def warm_daemon(work: Path) -> DaemonProcess:
+    d = DaemonProcess(work, raw=work / "raw", sink=work / "sink", checkpoint=work / "checkpoint",
+                      flags=["--keys", KEYS, "--fitskeys", FITSKEYS])
+    d.start()
+    while not d.watching():
+        if not d.running:
+            raise SystemExit(d.tail())
+        time.sleep(0.2)
+    warm = work / "warm.fits"
+    shutil.copyfile(next((work / "bases").glob("*.fits")), warm)
+    os.replace(warm, work / "raw" / "warm.fits")
+    drain(d, {str(work / "raw" / "warm.fits")}, 300)
+    return d
+
+
+def cmd_burst(args) -> int:
+    work = Path(args.work) / "burst"
+    bases = sorted((work / "bases").glob("*.fits")) if (work / "bases").is_dir() else []
+    if len(bases) < args.n:
+        bases = synthetic.make_night(work / "bases", args.n, seed=48, overwrite=True, **W48)
+    rounds = []
+    for r in range(args.repeat):
+        bare = bare_parallel(work / "bases")
+        d = warm_daemon(work)
+        try:
+            stage = work / f"stage-{r}"
+            stage.mkdir()
+            for b in bases:
+                os.link(b, stage / b.name)
+            t0 = time.time()
+            os.rename(stage, work / "raw" / f"burst-{r}")
+            done = drain(d, {str(work / "raw" / f"burst-{r}" / b.name) for b in bases}, 900)
+            seconds = max(done.values()) - t0
+            d.sigterm(120)
+        finally:
+            d.stop()
+        rounds.append((bare, seconds))
+        print(f"round {r + 1}: bare parallel {bare:.2f} s, daemon {seconds:.2f} s: {bare / seconds:.2f} of bare",
+              flush=True)
+    ratios = [b / s for b, s in rounds]
+    print(f"| burst of {args.n} W48-like CCDs into the warm daemon | bare parallel {statistics.median(r[0] for r in rounds):.2f} s "
+          f"| daemon {statistics.median(r[1] for r in rounds):.2f} s | **{statistics.median(ratios):.2f} of bare** "
+          f"(rounds {min(ratios):.2f}-{max(ratios):.2f}) |")
+    return 0
+
+
+def cmd_sustained(args) -> int:
+    work = Path(args.work) / "sustained"
+    bases = sorted((work / "bases").glob("*.fits")) if (work / "bases").is_dir() else []
+    if len(bases) < 48:
+        bases = synthetic.make_night(work / "bases", 48, seed=48, overwrite=True, **W48)
+    capacity = len(bases) / bare_parallel(work / "bases")
+    rate = args.share * capacity
+    d = warm_daemon(work)
+    try:
+        count = int(rate * args.minutes * 60)
+        drop = Dropper(work / "raw", bases, 1.0 / rate, count, "sustained")
+        t0 = time.time()
+        drop.start()
+        backlog = []
+        while drop.is_alive():
+            time.sleep(10)
+            done = commit_times(d)
+            backlog.append((time.time() - t0, len(drop.dropped) - sum(p in done for p in drop.dropped)))
+        done = drain(d, set(drop.dropped), 900)
+        lat = sorted(done[p] - t for p, t in drop.dropped.items())
+        d.sigterm(120)
+    finally:
+        d.stop()
+    half = len(backlog) // 2
+    print(f"bare capacity {capacity:.2f} CCD/s; offered {rate:.2f} CCD/s ({args.share:.2f}) for {args.minutes} min: "
+          f"{count} CCDs")
+    print(f"backlog (dropped, not committed) every 10 s: {[b for _, b in backlog]}")
+    print(f"| sustained {args.share:.2f} of bare capacity, {args.minutes} min | backlog max first half "
+          f"{max(b for _, b in backlog[:half] or [(0, 0)])}, second half {max(b for _, b in backlog[half:] or [(0, 0)])} "
+          f"| latency p50 {statistics.median(lat):.2f} s, p95 {lat[int(0.95 * (len(lat) - 1))]:.2f} s |")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("history")
+    h.add_argument("--files", type=int, nargs="+", default=[0, 200_000, 1_000_000])
+    h.add_argument("--work", default="/work/bench-scale")
+    h.add_argument("--keep", action="store_true")
+    h.set_defaults(func=cmd_history)
+    c = sub.add_parser("commits")
+    c.add_argument("--to", type=int, default=20_000)
+    c.set_defaults(func=cmd_commits)
+    c = sub.add_parser("ceiling")
+    c.add_argument("--files", type=int, default=3000)
+    c.add_argument("--batch", type=int, default=500)
+    c.set_defaults(func=cmd_ceiling)
+    b = sub.add_parser("burst")
+    b.add_argument("-n", type=int, default=48)
+    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--work", default="/work/bench-scale")
+    b.set_defaults(func=cmd_burst)
+    s = sub.add_parser("sustained")
+    s.add_argument("--minutes", type=float, default=10)
+    s.add_argument("--share", type=float, default=0.85)
+    s.add_argument("--work", default="/work/bench-scale")
+    s.set_defaults(func=cmd_sustained)
+    args = p.parse_args(argv)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
