@@ -74,6 +74,21 @@ class BacklogClock:
         return waiting, (self._marks[0][1] if waiting and self._marks else None)
 
 
+def error_line(text: str | None, limit: int = 500) -> str | None:
+    """One line that says what an error was: for a message that quotes a Python traceback
+    (a foreachBatch that raised, as Spark reports it), the exception's own line after
+    the traceback ("RuntimeError: ..."); else the message's first line."""
+    if not text:
+        return text
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith("Traceback (most recent call last):"):
+            exc = next((x for x in lines[i + 1:] if x.strip() and not x[0].isspace()), None)
+            if exc:
+                return exc.strip()[:limit]
+    return lines[0][:limit]
+
+
 def readiness(beat: dict, bounds: Bounds, now: float | None = None, *, heartbeat: bool = False) -> dict:
     """Whether the daemon of `beat` (a `Health.beat()`) is ready, and why not.
 
@@ -148,8 +163,7 @@ class Health:
         self._update(state="stopped", step=None, exit_code=exit_code, query_active=False)
 
     def failed(self, error: str, exit_code: int = 1) -> None:
-        self._update(state="failed", step=None, error=error.splitlines()[0][:500] if error else error,
-                     exit_code=exit_code, query_active=False)
+        self._update(state="failed", step=None, error=error_line(error), exit_code=exit_code, query_active=False)
 
     @property
     def state(self) -> str:

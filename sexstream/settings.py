@@ -62,6 +62,11 @@ class Settings:
     retention_hours: float = 168.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no endpoint server of its own (the dashboard serves the routes too)
+    log_format: str = "text"  # text | json
+    ready_backlog_age: float = 600.0
+    ready_trigger_age: float = 60.0
 
     @property
     def config_path(self) -> Path:
@@ -99,6 +104,11 @@ _TOML_MAP = {
     ("maintenance", "retention_hours"): "retention_hours",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
+    ("service", "metrics_host"): "metrics_host",
+    ("service", "metrics_port"): "metrics_port",
+    ("service", "log_format"): "log_format",
+    ("service", "ready_backlog_age"): "ready_backlog_age",
+    ("service", "ready_trigger_age"): "ready_trigger_age",
 }
 
 

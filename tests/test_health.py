@@ -79,3 +79,13 @@ def test_status_json_says_what_the_daemons_readyz_says(tmp_path):
     text = subprocess.run([sys.executable, "-m", "streaming.cli", "status", "--sink", str(tmp_path / "sink"),
                            "--checkpoint", str(checkpoint)], capture_output=True, text=True, check=True).stdout
     assert text.splitlines()[0] == "daemon       not ready: failed: the streaming query failed: boom"
+
+
+def test_an_error_that_quotes_a_traceback_is_reported_by_its_exception_line():
+    spark = ("An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):\n"
+             '  File "/x/engine.py", line 3, in plan\n    raise RuntimeError("disk")\n'
+             "RuntimeError: No space left on device\n\n=== Streaming Query ===\nIdentifier: q")
+    from sexstream.health import error_line
+
+    assert error_line(spark) == "RuntimeError: No space left on device"
+    assert error_line("OSError: gone\nmore") == "OSError: gone"
