@@ -309,3 +309,14 @@ def test_a_configuration_error_exits_2_which_the_unit_does_not_restart(tmp_path)
     p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "NOT_A_KEY" in p.stderr
     assert str(p.returncode) in unit()["Service"]["RestartPreventExitStatus"].split()
+
+
+def test_the_spark_submit_entry_runs_run_by_default_and_keeps_a_given_master(monkeypatch):
+    from streaming.job import job_argv
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)  # not started by spark-submit
+    assert job_argv(["--raw", "r"]) == ["run", "--raw", "r"]
+    assert job_argv(["status", "--json"]) == ["status", "--json"]
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")  # would ask the JVM: never for a given master
+    assert job_argv(["run", "--master=local[2]"]) == ["run", "--master=local[2]"]
+    assert job_argv(["replay", "d", "--master", "local[2]"]) == ["replay", "d", "--master", "local[2]"]
