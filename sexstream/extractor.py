@@ -28,10 +28,8 @@ from sexstream.binary import Binary
 from sexstream.errors import InputError
 from sexstream.params import Key, validate_keys
 from sexstream.settings import Settings
+from sexstream.sexconfig import FILE_PARAMETERS, named_files
 
-#: Config parameters naming files: relative values are resolved against the config's folder.
-FILE_PARAMETERS = ("FILTER_NAME", "STARNNW_NAME", "WEIGHT_IMAGE", "FLAG_IMAGE", "PSF_NAME",
-                   "ASSOC_NAME", "SOM_NAME", "DGEO_IMAGE")
 #: Config parameters sexstream sets itself: a user may not override them.
 RESERVED = ("CATALOG_NAME", "CATALOG_TYPE", "PARAMETERS_NAME")
 #: A measuring process that died this many times on one file quarantines the file.
@@ -70,34 +68,6 @@ class ImageResult:
 
     record: dict
     sources: pa.Table | None
-
-
-def _config_values(config: Path) -> dict[str, str]:
-    values = {}
-    for line in config.read_text(errors="replace").splitlines():
-        body = line.split("#", 1)[0].strip()
-        if body:
-            name, _, value = body.partition(" ")
-            values[name.upper()] = value.strip()
-    return values
-
-
-def named_files(config: Path, overrides: tuple[tuple[str, str], ...] = (), *,
-                names: tuple[str, ...] = FILE_PARAMETERS, existing_only: bool = True) -> list[tuple[str, str]]:
-    """(parameter, absolute path) of the files SExtractor reads besides the image and the
-    config itself: those of `names` the config names (relative ones resolved against the
-    config's folder; with `existing_only`, only those that exist there), then every file
-    `overrides` name."""
-    values = _config_values(config)
-    out = []
-    for name in names:
-        value = values.get(name, "")
-        if value and not os.path.isabs(value) and (not existing_only or (config.parent / value).is_file()):
-            out.append((name, str(config.parent / value)))
-    for name, value in overrides:
-        if name in FILE_PARAMETERS:
-            out.append((name, value if os.path.isabs(value) else os.path.abspath(value)))
-    return out
 
 
 def prepare(settings: Settings) -> Plan:
