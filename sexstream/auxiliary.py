@@ -1,0 +1,37 @@
+"""The inputs of a measurement besides the image: a PSF model, weight and flag maps, an
+ASSOC list. Prepared once on the driver from the settings, checked against the selected
+keys (a key whose input is missing is a usage error), and carried by the plan."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sexstream import assoc, planes, psf, requirements, sexconfig
+from sexstream.params import Key
+from sexstream.settings import Settings
+
+
+def prepare(settings: Settings, keys: tuple[Key, ...], config: Path, options: list[str]) -> dict:
+    """The PSF source, planes and ASSOC list of a plan (`options` edited in place: a
+    PSF_NAME from the config becomes the PSF source); MissingInputError for a key whose
+    input is not given."""
+    given = dict(zip(options[::2], options[1::2]))
+    psf_spec = settings.psf
+    if "-PSF_NAME" in given:
+        if psf_spec:
+            raise ValueError("give the PSF model once: --psf or PSF_NAME, not both")
+        psf_spec = given["-PSF_NAME"]
+        i = len(options) - 1 - options[::-1].index("-PSF_NAME")
+        del options[i:i + 2]
+    source = psf.prepare(psf_spec, psfex=settings.psfex, psfex_config=settings.psfex_config,
+                         prepass_config=settings.prepass_config, prepass_param=settings.prepass_param)
+    overrides = dict(settings.overrides)
+    maps = planes.from_settings(settings.image_hdu, settings.weight,
+                                settings.weight_type or overrides.get("WEIGHT_TYPE", ""), settings.flag)
+    reference = assoc.load(settings.assoc, settings.assoc_columns) if settings.assoc else None
+    if reference is not None:
+        options[:0] = reference.options()  # before the user's overrides, which win
+    provided = {name for name, there in (("psf", source), ("flag", maps.flag or "-FLAG_IMAGE" in given),
+                                         ("assoc", reference or "-ASSOC_NAME" in given),
+                                         ("som", "-SOM_NAME" in given)) if there}
+    requirements.check([k.name for k in keys], provided, {**sexconfig.values(config), **overrides})
+    return {"psf": source, "planes": maps, "assoc": reference}
