@@ -100,10 +100,10 @@ def load(path: str | Path, columns: str = "") -> AssocList:
                and np.asarray(table[n]).dtype.kind in "biuf"]
     cols = [np.arange(1, len(table) + 1, dtype=np.float64)]
     for name in (x, y, *numeric):
-        data = table[name]
-        filled = data.filled(np.nan) if hasattr(data, "filled") and data.dtype.kind == "f" else data
-        cols.append(np.asarray(filled, dtype=np.float64))
-    rows = np.column_stack(cols) if cols else np.zeros((0, 3))
+        values = np.asarray(table[name], dtype=np.float64)
+        mask = getattr(table[name], "mask", None)  # a masked (empty) cell is NaN
+        cols.append(values if mask is None else np.where(np.asarray(mask), np.nan, values))
+    rows = np.column_stack(cols)
     rows = rows[np.isfinite(rows[:, 1]) & np.isfinite(rows[:, 2])]
     digest = hashlib.sha256(path.read_bytes() + repr((x, y, coords)).encode()).hexdigest()
     return AssocList(str(path), coords, ("ROW", x, y, *numeric), np.ascontiguousarray(rows).tobytes(),

@@ -25,6 +25,10 @@ def prepare(settings: Settings, keys: tuple[Key, ...], config: Path, options: li
     source = psf.prepare(psf_spec, psfex=settings.psfex, psfex_config=settings.psfex_config,
                          prepass_config=settings.prepass_config, prepass_param=settings.prepass_param)
     overrides = dict(settings.overrides)
+    for flag, option in ((settings.weight, "-WEIGHT_IMAGE"), (settings.flag, "-FLAG_IMAGE"),
+                         (settings.assoc, "-ASSOC_NAME")):
+        if flag and option in given:
+            raise ValueError(f"give the {option[1:]} once: its sexstream flag or {option[1:]}, not both")
     maps = planes.from_settings(settings.image_hdu, settings.weight,
                                 settings.weight_type or overrides.get("WEIGHT_TYPE", ""), settings.flag)
     reference = assoc.load(settings.assoc, settings.assoc_columns) if settings.assoc else None
@@ -33,5 +37,7 @@ def prepare(settings: Settings, keys: tuple[Key, ...], config: Path, options: li
     provided = {name for name, there in (("psf", source), ("flag", maps.flag or "-FLAG_IMAGE" in given),
                                          ("assoc", reference or "-ASSOC_NAME" in given),
                                          ("som", "-SOM_NAME" in given)) if there}
-    requirements.check([k.name for k in keys], provided, {**sexconfig.values(config), **overrides})
+    # sexstream turns check images off unless --set: the config file's CHECKIMAGE_TYPE does not count
+    effective = {**sexconfig.values(config), "CHECKIMAGE_TYPE": "NONE", **overrides}
+    requirements.check([k.name for k in keys], provided, effective)
     return {"psf": source, "planes": maps, "assoc": reference}

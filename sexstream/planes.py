@@ -22,7 +22,7 @@ from typing import Callable
 from sexstream.errors import InputError
 from sexstream.structure import HDUInfo
 
-WEIGHT_TYPES = ("MAP_WEIGHT", "MAP_VAR", "MAP_RMS", "BACKGROUND")
+WEIGHT_TYPES = ("MAP_WEIGHT", "MAP_VAR", "MAP_RMS")
 #: EXTNAMEs taken for variance planes when no weight type is given (LSST/HSC's).
 VARIANCE_NAMES = ("VARIANCE", "VAR")
 #: File-name endings that `{stem}` drops.

@@ -138,7 +138,10 @@ def prepare(spec: str, *, psfex: str = "", psfex_config: str = "", prepass_confi
     if not path.is_file():
         raise FileNotFoundError(f"PSF model not found: {path} (--psf takes auto or a .psf file)")
     data = path.read_bytes()
-    accepted_counts(data, str(path))  # raises ValueError unless a PSFEx model
+    counts = accepted_counts(data, str(path))  # raises ValueError unless a PSFEx model
+    if not all(counts):
+        raise ValueError(f"{path} is an empty PSF model: PSFEx accepted no star "
+                         f"(ACCEPTED = 0 in extension {counts.index(0) + 1})")
     return PsfSource("file", model=data, model_name=str(path))
 
 

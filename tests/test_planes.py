@@ -132,6 +132,9 @@ def test_weight_type_defaults_and_usage_errors():
                             ({"flag": "{ext}.fits"}, "{stem}, {name} and {dir} only")):
         with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
             planes.from_settings(**kwargs)
+    with pytest.raises(ValueError, match="give the WEIGHT_IMAGE once"):
+        extractor.prepare(settings.load(keys=("NUMBER",), fitskeys=(), weight="hdu:VARIANCE",
+                                        overrides=(("WEIGHT_IMAGE", "/tmp/w.fits"),)))
     base = extractor.prepare(settings.load(keys=("NUMBER",), fitskeys=()))
     hashes = {extractor.prepare(settings.load(keys=("NUMBER",), fitskeys=(), **c)).config_hash
               for c in ({"weight": "hdu:VARIANCE"}, {"weight": "hdu:VARIANCE", "weight_type": "MAP_RMS"},

@@ -58,12 +58,13 @@ def test_the_model_is_psfex_s_own_with_provenance_in_its_header(ccd, hand_model)
 
 
 def test_psf_file_measures_with_the_given_model(ccd, hand_model, tmp_path):
-    plan = extractor.prepare(settings.load(keys=tuple(KEYS), fitskeys=(), psf=str(hand_model)))
+    keys = ["NUMBER", "MAG_PSF", "MAGERR_PSF", "XPSF_IMAGE"]
+    plan = extractor.prepare(settings.load(keys=tuple(keys), fitskeys=(), psf=str(hand_model)))
     result = extractor.extract(ccd, plan)
     assert result.record["status"] == "ok", result.record["reason"]
     assert result.artifacts == {}  # the user's own model is not copied into the sink
-    names, printed = run_by_hand(str(ccd), KEYS, tmp_path, "-PSF_NAME", str(hand_model))
-    assert_equal_printed(result.sources.to_pylist(), KEYS, names, printed)
+    names, printed = run_by_hand(str(ccd), keys, tmp_path, "-PSF_NAME", str(hand_model))
+    assert_equal_printed(result.sources.to_pylist(), keys, names, printed)
     # the model's bytes are part of the config: another model, another hash
     other = tmp_path / "other.psf"
     with fits.open(hand_model) as hdul:
@@ -72,6 +73,19 @@ def test_psf_file_measures_with_the_given_model(ccd, hand_model, tmp_path):
     again = extractor.prepare(settings.load(keys=tuple(KEYS), fitskeys=(), psf=str(other)))
     auto = extractor.prepare(settings.load(keys=tuple(KEYS), fitskeys=(), psf="auto"))
     assert len({plan.config_hash, again.config_hash, auto.config_hash}) == 3
+
+
+def test_a_mosaic_gets_one_model_per_ccd_like_the_recipe_by_hand(tmp_path):
+    mosaic = synthetic.make_exposure(tmp_path / "mef.fits", seed=21, nx=384, ny=768, n_ccd=2)
+    model = recipe_model(mosaic, tmp_path / "hand")
+    assert len(psf_data(model)) == 2
+    keys = ["NUMBER", "EXT_NUMBER", "MAG_PSF", "FLUX_PSF"]
+    result = extractor.extract(mosaic, extractor.prepare(settings.load(keys=tuple(keys), fitskeys=(), psf="auto")))
+    assert result.record["status"] == "ok", result.record["reason"]
+    assert len(psf_data(result.artifacts["psf"])) == 2
+    names, printed = run_by_hand(str(mosaic), keys, tmp_path / "hand", "-PSF_NAME", str(model))
+    assert_equal_printed(result.sources.to_pylist(), keys, names, printed)
+    assert set(result.sources["EXT_NUMBER"].to_pylist()) == {1, 2}
 
 
 def test_a_frame_without_stars_is_a_failed_row_with_psfex_s_reason(tmp_path):
@@ -89,9 +103,11 @@ def test_a_frame_without_stars_is_a_failed_row_with_psfex_s_reason(tmp_path):
         assert result.record["attempts"] == 1 and result.sources is None and result.artifacts == {}
 
 
-def test_detmodel_keys_measure_in_dual_image_mode_like_sextractor_by_hand(ccd, hand_model, tmp_path):
+def test_detmodel_keys_measure_in_dual_image_mode_like_sextractor_by_hand(tmp_path):
     """SExtractor 2.25 dies of SIGSEGV on *_DETMODEL keys in single-image mode; with the
     image as its own detection image they measure, and the other columns do not change."""
+    ccd = synthetic.make_exposure(tmp_path / "small.fits", seed=5, nx=384, ny=384)
+    hand_model = recipe_model(ccd, tmp_path / "model")
     keys = ["NUMBER", "MAG_DETMODEL", "FLUX_DETMODEL", "MAG_MODEL", "FLUX_AUTO"]
     single = subprocess.run([shutil.which("source-extractor"), str(ccd), "-c", "/usr/share/source-extractor/default.sex",
                              "-PSF_NAME", str(hand_model), "-PARAMETERS_NAME", "/dev/stdin"], input="MAG_DETMODEL\n",
@@ -124,8 +140,14 @@ def test_packaged_prepsfex_param_lacks_snr_win_that_default_psfex_needs(tmp_path
         "FLAGS", "SNR_WIN"]
 
 
-def test_psf_usage_errors_exit_2_before_any_image(ccd, tmp_path):
-    cases = {("--keys", "NUMBER,SPREAD_MODEL"): "SPREAD_MODEL needs a PSF model: give --psf auto",
+def test_psf_usage_errors_exit_2_before_any_image(ccd, hand_model, tmp_path):
+    with fits.open(hand_model) as hdul:
+        hdul[1].header["ACCEPTED"] = 0
+        hdul.writeto(tmp_path / "empty.psf")
+    cases = {("--keys", "NUMBER", "--psf", str(tmp_path / "empty.psf")): "is an empty PSF model",
+             ("--keys", "NUMBER", "--set", "CHECKIMAGE_TYPE=PSFPROTOS", "--set", "CHECKIMAGE_NAME=p.fits"):
+                 "CHECKIMAGE_TYPE PSFPROTOS needs a PSF model",
+             ("--keys", "NUMBER,SPREAD_MODEL"): "SPREAD_MODEL needs a PSF model: give --psf auto",
              ("--keys", "NUMBER", "--psf", str(ccd)): "is not a PSFEx model",
              ("--keys", "NUMBER", "--psf", str(tmp_path / "none.psf")): "PSF model not found",
              ("--keys", "MAG_PSF", "--psf", "auto", "--set", f"PSF_NAME={ccd}"): "--psf or PSF_NAME, not both"}
