@@ -68,6 +68,13 @@ class Plan:
         return any(requirements.is_detmodel(k.name) for k in self.keys)
 
     @property
+    def relative_cost(self) -> float:
+        """Expected seconds per image relative to one plain SExtractor pass (see `cost`)."""
+        from sexstream import cost
+
+        return cost.relative(self)
+
+    @property
     def param_text(self) -> str:
         specs = [k.spec for k in self.keys]
         if "EXT_NUMBER" not in {k.name for k in self.keys}:
