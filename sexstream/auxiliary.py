@@ -1,12 +1,15 @@
 """The inputs of a measurement besides the image: a PSF model, weight and flag maps, an
 ASSOC list. Prepared once on the driver from the settings, checked against the selected
-keys (a key whose input is missing is a usage error), and carried by the plan."""
+keys (a key whose input is missing is a usage error), carried by the plan, and turned
+into each image's SExtractor options on the worker."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 from sexstream import assoc, planes, psf, requirements, sexconfig
 from sexstream.params import Key
+from sexstream.planes import Layout
 from sexstream.settings import Settings
 
 
@@ -41,3 +44,23 @@ def prepare(settings: Settings, keys: tuple[Key, ...], config: Path, options: li
     effective = {**sexconfig.values(config), "CHECKIMAGE_TYPE": "NONE", **overrides}
     requirements.check([k.name for k in keys], provided, effective)
     return {"psf": source, "planes": maps, "assoc": reference}
+
+
+def options(plan: Any, layout: Layout, path: Path, fields: dict, workdir: Path, deadline: float,
+            phase: Callable[[str], None], artifacts: dict[str, bytes]) -> list[str]:
+    """One image's options for the measuring pass (maps, ASSOC list, PSF model), its inputs
+    written into `workdir`. `plan` is the `extractor.Plan`; `fields` the image's record so
+    far (footprints, hashes); the PSFEx model goes into `artifacts` with its provenance.
+    The recipe's passes end by `deadline` (time.monotonic() seconds). Raises InputError."""
+    extra = layout.options(plan.dual)
+    if plan.assoc is not None:
+        extra += assoc.write(plan.assoc, workdir, fields["footprints"])
+    if plan.psf is not None:
+        phase("building the PSF model" + (" (PSFEx)" if plan.psf.auto else ""))
+        model = psf.build(plan.psf, plan.binary.path, layout.image, layout.options(), workdir, deadline)
+        extra += psf.options(model, plan.dual)
+        if plan.psf.auto:
+            artifacts["psf"] = psf.with_provenance(model, {
+                "SXSPATH": str(path), "SXSHASH": fields["content_hash"], "SXSCFG": plan.config_hash,
+                "SXSID": fields["image_id"], "PSFEXVER": plan.psf.psfex.version})
+    return extra

@@ -23,8 +23,8 @@ import pyarrow as pa
 import xxhash
 
 from sexstream import binary as binary_mod
-from sexstream import (assoc, auxiliary, catalog, inputs, planes, process, psf, requirements, sandbox,
-                       structure, workdirs)
+from sexstream import (auxiliary, catalog, inputs, planes, process, requirements, sandbox, structure,
+                       workdirs)
 from sexstream.assoc import AssocList
 from sexstream.binary import Binary
 from sexstream.errors import InputError
@@ -226,17 +226,7 @@ def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: floa
         fields["footprints"].append({"ext_number": ext, "hdu": h.index,
                                      "ra": corners[0] if corners else None,
                                      "dec": corners[1] if corners else None})
-    extra = layout.options(plan.dual)
-    if plan.assoc is not None:
-        extra += assoc.write(plan.assoc, workdir, fields["footprints"])
-    if plan.psf is not None:
-        phase("building the PSF model" + (" (PSFEx)" if plan.psf.auto else ""))
-        model = psf.build(plan.psf, plan.binary.path, layout.image, layout.options(), workdir, deadline)
-        extra += psf.options(model, plan.dual)
-        if plan.psf.auto:
-            artifacts["psf"] = psf.with_provenance(model, {
-                "SXSPATH": str(path), "SXSHASH": fields["content_hash"], "SXSCFG": plan.config_hash,
-                "SXSID": fields["image_id"], "PSFEXVER": plan.psf.psfex.version})
+    extra = auxiliary.options(plan, layout, path, fields, workdir, deadline, phase, artifacts)
     phase("running SExtractor")
     cat = run_sextractor(layout.argument(plan.dual), plan, workdir,
                          timeout=max(deadline - time.monotonic(), 0.001), extra=extra)

@@ -57,6 +57,25 @@ def test_the_model_is_psfex_s_own_with_provenance_in_its_header(ccd, hand_model)
         assert hdul[1].header["ACCEPTED"] > 10
 
 
+def test_the_engine_keeps_each_model_in_the_sink_and_its_row_names_it(ccd, hand_model, tmp_path):
+    """The Spark-free engine (what `run` and `replay` run on executors): the model is an
+    artifact of the sink, named by the images row, written again identically on a re-run."""
+    from sexstream.engine import Engine, Item, SerialRunner
+    from sexstream.sink import Sink
+    from sexstream.tables import read_table
+
+    plan = extractor.prepare(settings.load(keys=("NUMBER", "MAG_PSF"), fitskeys=(), psf="auto"))
+    sink = Sink(tmp_path / "sink")
+    stats = Engine(sink, plan, app_id="psf-1").run(0, [Item(str(ccd))], SerialRunner())
+    assert (stats.ok, stats.failed) == (1, 0)
+    row = read_table(sink.path("images")).to_pylist()[0]
+    assert row["psf_model"] == f"artifacts/psf/{plan.config_hash}/{row['image_id']}.psf"
+    kept = tmp_path / "sink" / row["psf_model"]
+    for mine, theirs in zip(psf_data(kept), psf_data(hand_model)):
+        np.testing.assert_array_equal(mine, theirs)
+    assert fits.getheader(kept)["SXSCFG"] == row["config_hash"]
+
+
 def test_psf_file_measures_with_the_given_model(ccd, hand_model, tmp_path):
     keys = ["NUMBER", "MAG_PSF", "MAGERR_PSF", "XPSF_IMAGE"]
     plan = extractor.prepare(settings.load(keys=tuple(keys), fitskeys=(), psf=str(hand_model)))
