@@ -124,7 +124,9 @@ def prepare(settings: Settings) -> Plan:
         if os.path.isfile(opt_value):
             digest.update(Path(opt_value).read_bytes())
     aux = auxiliary.prepare(settings, keys, config, options)
-    digest.update(repr((options, [k.spec for k in keys], fitskeys, aux["planes"])).encode())
+    # the maps enter the hash only when used: a plain config keeps its hash across versions
+    selection = (options, [k.spec for k in keys], fitskeys) + ((aux["planes"],) if aux["planes"].active else ())
+    digest.update(repr(selection).encode())
     digest.update(aux["psf"].fingerprint() if aux["psf"] else b"")
     digest.update(aux["assoc"].digest.encode() if aux["assoc"] else b"")
     return Plan(binary=binary, keys=keys, fitskeys=fitskeys, config=str(config),
