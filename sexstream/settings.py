@@ -49,7 +49,7 @@ class Settings:
     timeout: float = 600.0
     max_image_bytes: int = 4_000_000_000
     retries: int = 2
-    trigger: float = 0.1
+    trigger: float = 0.05
     max_files_per_trigger: int = 64
     master: str = "local[*]"
     files_per_task: int = 0  # 0: auto (sexstream.engine.Engine.slices)

@@ -94,8 +94,13 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
             log.info("dashboard: %s", board.url)
         if ready is not None:
             ready(query)
+        seen = None
         while query.isActive and not stop.event.wait(0.5):
-            pass
+            if log.isEnabledFor(logging.DEBUG):
+                progress = query.lastProgress
+                if progress and progress.get("batchId") != seen:
+                    seen = progress.get("batchId")
+                    log.debug("batch %s Spark durations (ms): %s", seen, progress.get("durationMs"))
         if stop.event.is_set():
             log.info("%s: finishing the batch in progress, then stopping", stop.signal_name or "stop")
             stop_between_batches(query, adapter)
