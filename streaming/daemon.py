@@ -60,28 +60,28 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from sexstream.journal import Journal, journal_folder
     from sexstream.sink import Sink
     from sexstream.upkeep import Upkeep
-    from streaming import jvmarchive
     from streaming.preflight import check_executors
-    from streaming.query import start_query, warm_up
-    from streaming.session import build_session, end_jvm, stop_session
+    from streaming.query import start_query, warm_up_in_background
+    from streaming.session import BackgroundSession, end_jvm, stop_session
     from streaming.sources import retire_old_checkpoint
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
-    jvmarchive.hint_if_missing(jvmarchive.FAST_START_JVM)
-    spark = build_session(settings, "sexstream-run", ui=ui)
-    stop.install()  # again: the SparkContext installed its own SIGINT handler
-    board = gate = upkeep = None
+    # the JVM boots while the driver recovers the sink, starts the watch and reconciles
+    session = BackgroundSession(settings, "sexstream-run", ui=ui).start()
+    board = gate = upkeep = spark = None
     try:
-        report = check_executors(spark, settings)
-        warm_up(spark)
-        log.info("preflight: %s", report.summary())
         sink = Sink(settings.sink)
         engine = Engine(sink, plan, hooks=hooks, files_per_task=settings.files_per_task).start()
         retire_old_checkpoint(settings.checkpoint)
         gate = ArrivalGate(settings.raw, Journal(journal_folder(settings.checkpoint)), Index(sink.root),
                            plan.config_hash, mode=settings.arrival_mode, quiet=settings.arrival_quiet,
                            stall=settings.arrival_stall, poll_s=settings.arrival_poll or None).start()
+        spark = session.result()
+        stop.install()  # again: the SparkContext installed its own SIGINT handler
+        report = check_executors(spark, settings)
+        log.info("preflight: %s", report.summary())
+        warm_up_in_background(spark)  # the Python workers import the core while the query starts
         query, adapter = start_query(spark, settings, engine, checkpoint=settings.checkpoint, name="sexstream_run")
         log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,
                  settings.sink, settings.checkpoint, query.id, settings.trigger)
@@ -114,7 +114,10 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         for part in (gate, upkeep, board):
             if part is not None:
                 part.stop()
-        stop_session(spark)
+        if spark is None:
+            session.abandon()
+        else:
+            stop_session(spark)
         end_jvm()  # the daemon's end is the end of all its processes
 
 
