@@ -192,7 +192,7 @@ def summary(progress: Progress, timing: Timing, images: dict) -> str:
     lines = [
         "replay summary",
         f"  images      {images.get('ok', 0)} ok, {images.get('failed', 0)} failed, "
-        f"{images.get('incomplete', 0)} incomplete, {progress.skipped} skipped "
+        f"{images.get('incomplete', 0)} incomplete, {progress.skipped + progress._initial} skipped "
         f"(already measured with this config)",
         f"  sources     {progress.sources}",
         f"  wall time   {timing.wall:.2f} s since the process started: Spark start-up "

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 import pyarrow.parquet as pq
 
-from sexstream import extractor, inflight, parts
+from sexstream import artifacts, extractor, inflight, parts
 from sexstream.extractor import Plan
 from sexstream.index import mtime_us
 from sexstream.parts import PartFile
@@ -232,6 +232,8 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
             result = extractor.extract(item.path, spec.plan)
             if marker is not None:
                 markers.end(marker)
+        if result.artifacts:  # the image's PSF model, kept in the sink; its row names it
+            result.record.update(artifacts.store(spec.sink, result.record, result.artifacts))
         r = result.record
         records.append(r)
         if result.sources is not None and result.sources.num_rows:

@@ -64,34 +64,34 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
     from sexstream.journal import Journal, journal_folder
     from sexstream.sink import Sink
     from sexstream.upkeep import Upkeep
-    from streaming import jvmarchive
     from streaming.monitor import Monitor
     from streaming.preflight import check_executors
-    from streaming.query import start_query, warm_up
-    from streaming.session import build_session, end_jvm, stop_session
+    from streaming.query import start_query, warm_up_in_background
+    from streaming.session import BackgroundSession, end_jvm, stop_session
     from streaming.sources import retire_old_checkpoint
 
     plan = extractor.prepare(settings)  # unknown keys etc. fail before Spark starts
     stop = (stop or GracefulStop()).install()  # a SIGTERM during start-up stops cleanly too
     monitor = Monitor(settings, info={"config_hash": plan.config_hash}).start()
     health = monitor.health
+    # the JVM boots while the driver recovers the sink, starts the watch and reconciles
+    session = BackgroundSession(settings, "sexstream-run", ui=ui).start()
     board = gate = upkeep = spark = None
     try:
-        health.starting("building the Spark session")
-        jvmarchive.hint_if_missing(jvmarchive.FAST_START_JVM)
-        spark = build_session(settings, "sexstream-run", ui=ui)
-        stop.install()  # again: the SparkContext installed its own SIGINT handler
-        health.starting("checking that every executor can run SExtractor")
-        report = check_executors(spark, settings)
-        warm_up(spark)
-        log.info("preflight: %s", report.summary())
-        health.starting("recovering the sink and starting the arrival gate")
+        health.starting("recovering the sink and starting the arrival gate (the JVM boots meanwhile)")
         sink = Sink(settings.sink)
         engine = Engine(sink, plan, hooks=[*hooks, monitor.metrics], files_per_task=settings.files_per_task).start()
         retire_old_checkpoint(settings.checkpoint)
         gate = ArrivalGate(settings.raw, Journal(journal_folder(settings.checkpoint)), Index(sink.root),
                            plan.config_hash, mode=settings.arrival_mode, quiet=settings.arrival_quiet,
                            stall=settings.arrival_stall, poll_s=settings.arrival_poll or None).start()
+        health.starting("building the Spark session")
+        spark = session.result()
+        stop.install()  # again: the SparkContext installed its own SIGINT handler
+        health.starting("checking that every executor can run SExtractor")
+        report = check_executors(spark, settings)
+        log.info("preflight: %s", report.summary())
+        warm_up_in_background(spark)  # the Python workers import the core while the query starts
         health.starting("waiting for the streaming query's first trigger")
         query, adapter = start_query(spark, settings, engine, checkpoint=settings.checkpoint, name="sexstream_run")
         upkeep = Upkeep(settings.sink, every=settings.maintenance_every,
@@ -110,8 +110,13 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
             log.info("dashboard: %s", board.url)
         if ready is not None:
             ready(query)
+        seen = None
         while query.isActive and not stop.event.wait(0.5):
-            pass
+            if log.isEnabledFor(logging.DEBUG):
+                progress = query.lastProgress
+                if progress and progress.get("batchId") != seen:
+                    seen = progress.get("batchId")
+                    log.debug("batch %s Spark durations (ms): %s", seen, progress.get("durationMs"))
         if stop.event.is_set():
             health.stopping(f"{stop.signal_name or 'stop'}: finishing the batch in progress")
             log.info("%s: finishing the batch in progress, then stopping", stop.signal_name or "stop",
@@ -141,7 +146,9 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         for part in (gate, upkeep, board):
             if part is not None:
                 part.stop()
-        if spark is not None:
+        if spark is None:
+            session.abandon()
+        else:
             stop_session(spark)
         end_jvm()  # the daemon's end is the end of all its processes
         monitor.stop()  # last: until here /readyz says why it is not ready
