@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := source-extractor chromium
+APT_PKGS := source-extractor psfex chromium
 STAMP   := $(VENV)/.installed
 
 export SPARK_LOCAL_IP := 127.0.0.1
@@ -15,7 +15,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(VPY))
 
 install: system venv jvm
 
-# Debian packages: SExtractor, headless chromium for the dashboard tests, Java >= 17 for Spark.
+# Debian packages: SExtractor, PSFEx (--psf auto), headless chromium for the dashboard tests, Java >= 17 for Spark.
 system:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	java_ok=$$(java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); print (v[1] >= 17) ? "yes" : "no"}'); \
@@ -26,6 +26,7 @@ system:
 	fi
 	@java -version 2>&1 | head -1
 	@source-extractor --version
+	@psfex --version
 
 venv: $(STAMP)
 

@@ -67,6 +67,7 @@ def make_history(root: Path, n: int, config_hash: str, per_night: int = 5000) ->
     import xxhash
 
     raw, sink = root / "raw", root / "sink"
+    raw.mkdir(parents=True, exist_ok=True)
     old = time.time() - 30 * 86400
     records, batch = [], 0
     now = datetime.now(timezone.utc)

@@ -50,9 +50,9 @@ TICK_S = 0.05
 SETTLE_S = 0.1
 #: How long watchdog holds an IN_MOVED_FROM to pair it with its IN_MOVED_TO. Its default
 #: (0.5 s) delays every rename that way, even one paired at once (its queue sleeps on the
-#: held event); the kernel hands both halves of a rename over in one read, so 50 ms pair
-#: them as well.
-MOVE_PAIRING_S = 0.05
+#: held event); the kernel hands both halves of a rename over in one read, so a short wait pairs
+#: them as well (20 ms).
+MOVE_PAIRING_S = 0.02
 #: File system types whose files can change without an inotify event on this host.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
               "9p", "afs", "panfs", "pvfs2", "ocfs2", "gfs2", "fuse")
@@ -112,6 +112,7 @@ class ArrivalGate:
         self._sent: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) journaled, not yet known
         self._seen: dict[str, dict[str, tuple[int, int]]] = {}  # poller: folder -> name -> (size, mtime_ns)
         self._lock = threading.Lock()
+        self._ticking = threading.Lock()
         self._stop = threading.Event()
         self._observer = None
         self._threads: list[threading.Thread] = []
@@ -208,6 +209,9 @@ class ArrivalGate:
                 p.written, p.closed = False, False
             elif kind == "polled":
                 p.polled = True
+            at_once = kind in ("moved", "closed") and not p.polled
+        if at_once:
+            self.tick(only=path)  # renamed in, or closed by its writer: no need to wait for a tick
 
     def forget(self, path: str) -> None:
         with self._lock:
@@ -236,12 +240,18 @@ class ArrivalGate:
             return "arrived" if st is not None and st.st_size > 0 else None
         return None
 
-    def tick(self, now: float | None = None) -> list[Entry]:
-        """Journal the pending paths that are ready; return their entries."""
-        now = time.monotonic() if now is None else now
+    def tick(self, now: float | None = None, only: str | None = None) -> list[Entry]:
+        """Journal the pending paths that are ready (or just `only`, when given); return
+        their entries. Ticks run one at a time (the tick thread, and the watch's thread
+        for a path ready at once)."""
+        with self._ticking:
+            return self._tick(time.monotonic() if now is None else now, only)
+
+    def _tick(self, now: float, only: str | None) -> list[Entry]:
         with self._lock:
-            due = [(path, p, why) for path, p in self._pending.items()
-                   if (why := self._ready(path, p, now)) is not None]
+            pending = [(only, self._pending[only])] if only in self._pending else [] if only else \
+                list(self._pending.items())
+            due = [(path, p, why) for path, p in pending if (why := self._ready(path, p, now)) is not None]
         if not due:
             return []
         entries, settled = [], []

@@ -64,19 +64,32 @@ def cmd_params(args: argparse.Namespace) -> int:
     from sexstream import binary as binary_mod
     from sexstream import params
 
+    from sexstream import requirements
+
     b = binary_mod.find_binary(args.binary or settings_mod.load().binary)
     found = params.search(binary_mod.parameters(b), args.pattern)
+    if args.needs:
+        found = [p for p in found if (n := requirements.need_of(p.name)) and n.name == args.needs]
     if args.json:
         print(json.dumps([{"name": p.name, "description": p.description, "unit": p.unit,
-                           "vector_axes": p.vector_axes} for p in found], indent=1))
+                           "vector_axes": p.vector_axes, "needs": _need_name(p.name),
+                           "needs_text": requirements.describe(p.name)} for p in found], indent=1))
         return 0
     for p in found:
         vec = {1: "(n)", 2: "(n,m)"}.get(p.vector_axes, "")
         unit = f" [{p.unit}]" if p.unit else ""
-        print(f"{p.name + vec:<22} {p.description}{unit}")
+        need = requirements.need_of(p.name)
+        print(f"{p.name + vec:<22} {p.description}{unit}" + (f" -- {need.short()}" if need else ""))
     print(f"# {len(found)} of {len(binary_mod.parameters(b))} parameters "
           f"(SExtractor {b.version}, {b.path})", file=sys.stderr)
     return 0
+
+
+def _need_name(name: str) -> str | None:
+    from sexstream import requirements
+
+    need = requirements.need_of(name)
+    return need.name if need else None
 
 
 def build_parser(registrars: Iterable[Callable] = ()) -> argparse.ArgumentParser:
@@ -93,6 +106,9 @@ def build_parser(registrars: Iterable[Callable] = ()) -> argparse.ArgumentParser
 
     p = sub.add_parser("params", help="list SExtractor's output parameters (searchable)")
     p.add_argument("pattern", nargs="?", help="text or regex matched on names and descriptions")
+    p.add_argument("--needs", choices=("psf", "flag", "assoc", "som"),
+                   help="only the parameters that need this input (a PSF model, a flag map, an "
+                   "ASSOC list, a SOM file); each line says what a parameter needs")
     p.add_argument("--binary")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)

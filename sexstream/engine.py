@@ -40,7 +40,7 @@ import pyarrow as pa
 
 import pyarrow.parquet as pq
 
-from sexstream import extractor, inflight, parts
+from sexstream import artifacts, extractor, inflight, parts
 from sexstream.extractor import Plan
 from sexstream.index import mtime_us
 from sexstream.parts import PartFile
@@ -146,6 +146,7 @@ class BatchStats:
     committed: tuple[str, ...] = ()
     isolated: int = 0  # re-runs after a worker died mid-image
     failures: list = field(default_factory=list)  # (path, status, reason)
+    arrivals: tuple[float, ...] = ()  # the measured files' mtimes as journaled (epoch s), for latency
 
     def line(self) -> str:
         lag = f"{self.lag_s:.1f} s" if self.lag_s is not None else "-"
@@ -158,6 +159,7 @@ class BatchStats:
         d = asdict(self)
         d["committed"] = list(self.committed)
         d["failures"] = [{"path": p, "status": s, "reason": r} for p, s, r in self.failures]
+        del d["arrivals"]  # one number per file: `lag_s` summarizes them
         return d
 
     def to_json(self) -> str:
@@ -230,6 +232,8 @@ def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
             result = extractor.extract(item.path, spec.plan)
             if marker is not None:
                 markers.end(marker)
+        if result.artifacts:  # the image's PSF model, kept in the sink; its row names it
+            result.record.update(artifacts.store(spec.sink, result.record, result.artifacts))
         r = result.record
         records.append(r)
         if result.sources is not None and result.sources.num_rows:
@@ -435,13 +439,15 @@ class Engine:
         stats.seconds = now - t0
         mtimes = [i.mtime.timestamp() for i in bplan.items if i.mtime is not None]
         stats.lag_s = now - min(mtimes) if mtimes else None
+        stats.arrivals = tuple(i.mtime.timestamp() for i in bplan.items if i.mtime is not None and i.path in measured)
         self.totals.add(stats)
         self.last = stats
-        log.info(stats.line())
+        log.info(stats.line(), extra={"event": "batch", "data": stats})  # `data`: for sexstream.logformat's JSON
         log.debug("batch %d: plan %.3f s, tasks %.3f s, commit %.3f s", batch_id, stats.plan_s, stats.tasks_s,
                   stats.commit_s)
         for path, status, reason in stats.failures:
-            log.info("  %s %s: %s", status, path, reason)
+            log.info("  %s %s: %s", status, path, reason, extra={"event": "failure", "data": {
+                "batch_id": batch_id, "path": path, "status": status, "reason": reason}})
         for hook in self.hooks:
             hook.batch(stats)
         return stats

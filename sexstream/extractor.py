@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,15 +23,17 @@ import pyarrow as pa
 import xxhash
 
 from sexstream import binary as binary_mod
-from sexstream import catalog, inputs, process, sandbox, structure, workdirs
+from sexstream import (auxiliary, catalog, inputs, planes, process, requirements, sandbox, structure,
+                       workdirs)
+from sexstream.assoc import AssocList
 from sexstream.binary import Binary
 from sexstream.errors import InputError
 from sexstream.params import Key, validate_keys
+from sexstream.planes import Planes
+from sexstream.psf import PsfSource
 from sexstream.settings import Settings
+from sexstream.sexconfig import FILE_PARAMETERS, named_files
 
-#: Config parameters naming files: relative values are resolved against the config's folder.
-FILE_PARAMETERS = ("FILTER_NAME", "STARNNW_NAME", "WEIGHT_IMAGE", "FLAG_IMAGE", "PSF_NAME",
-                   "ASSOC_NAME", "SOM_NAME", "DGEO_IMAGE")
 #: Config parameters sexstream sets itself: a user may not override them.
 RESERVED = ("CATALOG_NAME", "CATALOG_TYPE", "PARAMETERS_NAME")
 #: A measuring process that died this many times on one file quarantines the file.
@@ -55,6 +57,22 @@ class Plan:
     max_image_bytes: int
     retries: int
     healpix_order: int
+    psf: PsfSource | None = None  # the PSF model (given, or PSFEx on each image)
+    planes: Planes = Planes()  # the image HDU, weight and flag maps
+    assoc: AssocList | None = None  # the ASSOC reference list
+
+    @property
+    def dual(self) -> bool:
+        """True when a *_DETMODEL key is selected: SExtractor then runs in dual-image
+        mode, the image being its own detection image (alone, it dies of SIGSEGV)."""
+        return any(requirements.is_detmodel(k.name) for k in self.keys)
+
+    @property
+    def relative_cost(self) -> float:
+        """Expected seconds per image relative to one plain SExtractor pass (see `cost`)."""
+        from sexstream import cost
+
+        return cost.relative(self)
 
     @property
     def param_text(self) -> str:
@@ -70,34 +88,7 @@ class ImageResult:
 
     record: dict
     sources: pa.Table | None
-
-
-def _config_values(config: Path) -> dict[str, str]:
-    values = {}
-    for line in config.read_text(errors="replace").splitlines():
-        body = line.split("#", 1)[0].strip()
-        if body:
-            name, _, value = body.partition(" ")
-            values[name.upper()] = value.strip()
-    return values
-
-
-def named_files(config: Path, overrides: tuple[tuple[str, str], ...] = (), *,
-                names: tuple[str, ...] = FILE_PARAMETERS, existing_only: bool = True) -> list[tuple[str, str]]:
-    """(parameter, absolute path) of the files SExtractor reads besides the image and the
-    config itself: those of `names` the config names (relative ones resolved against the
-    config's folder; with `existing_only`, only those that exist there), then every file
-    `overrides` name."""
-    values = _config_values(config)
-    out = []
-    for name in names:
-        value = values.get(name, "")
-        if value and not os.path.isabs(value) and (not existing_only or (config.parent / value).is_file()):
-            out.append((name, str(config.parent / value)))
-    for name, value in overrides:
-        if name in FILE_PARAMETERS:
-            out.append((name, value if os.path.isabs(value) else os.path.abspath(value)))
-    return out
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # kind -> bytes (the PSF model)
 
 
 def prepare(settings: Settings) -> Plan:
@@ -132,11 +123,16 @@ def prepare(settings: Settings) -> Plan:
         opt_value = options[i]
         if os.path.isfile(opt_value):
             digest.update(Path(opt_value).read_bytes())
-    digest.update(repr((options, [k.spec for k in keys], fitskeys)).encode())
+    aux = auxiliary.prepare(settings, keys, config, options)
+    # the maps enter the hash only when used: a plain config keeps its hash across versions
+    selection = (options, [k.spec for k in keys], fitskeys) + ((aux["planes"],) if aux["planes"].active else ())
+    digest.update(repr(selection).encode())
+    digest.update(aux["psf"].fingerprint() if aux["psf"] else b"")
+    digest.update(aux["assoc"].digest.encode() if aux["assoc"] else b"")
     return Plan(binary=binary, keys=keys, fitskeys=fitskeys, config=str(config),
                 options=tuple(options), config_hash=digest.hexdigest()[:16],
                 timeout=float(settings.timeout), max_image_bytes=int(settings.max_image_bytes),
-                retries=int(settings.retries), healpix_order=int(settings.healpix_order))
+                retries=int(settings.retries), healpix_order=int(settings.healpix_order), **aux)
 
 
 def content_hash(path: str | Path) -> str:
@@ -149,15 +145,17 @@ def content_hash(path: str | Path) -> str:
             return xxhash.xxh3_128_hexdigest(fh.read())
 
 
-def run_sextractor(image: Path, plan: Plan, workdir: Path, timeout: float | None = None) -> Path:
+def run_sextractor(image: Path | str, plan: Plan, workdir: Path, timeout: float | None = None,
+                   extra: list[str] | tuple[str, ...] = ()) -> Path:
     """Run the binary on `image` inside `workdir`; return the FITS_1.0 catalog's path.
 
-    At most `timeout` seconds (the plan's by default); see `process.run`. Raises
-    InputError (transient for timeouts and signals)."""
+    `extra` are per-image options (PSF model, maps, ASSOC list) after the plan's. At most
+    `timeout` seconds (the plan's by default); see `process.run`. Raises InputError
+    (transient for timeouts and signals)."""
     params = workdir / "catalog.param"
     params.write_text(plan.param_text)
     cat = workdir / "catalog.fits"
-    argv = [plan.binary.path, str(image), "-c", plan.config, *plan.options,
+    argv = [plan.binary.path, str(image), "-c", plan.config, *plan.options, *extra,
             "-PARAMETERS_NAME", str(params), "-CATALOG_TYPE", "FITS_1.0", "-CATALOG_NAME", str(cat)]
     done = process.run(argv, workdir, timeout=plan.timeout if timeout is None else timeout,
                        name="SExtractor", timeout_reason=f"SExtractor timed out after {plan.timeout:g} s")
@@ -204,12 +202,20 @@ def _prepare_input(path: Path, workdir: Path, limit: int | None, phase) -> tuple
     return source, hdus
 
 
-def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: float, phase) -> pa.Table:
-    """The catalog of one image (header keys, footprints and counts into `fields`)."""
+def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: float, phase,
+             artifacts: dict[str, bytes]) -> pa.Table:
+    """The catalog of one image (header keys, footprints and counts into `fields`, the
+    PSF model into `artifacts`)."""
     phase("opening the file")
     image, hdus = _prepare_input(path, workdir, plan.max_image_bytes, phase)
+
+    def open_map(side: Path, what: str) -> tuple[Path, list[structure.HDUInfo]]:
+        (workdir / what).mkdir()
+        return _prepare_input(side, workdir / what, plan.max_image_bytes, phase)
+
+    layout = planes.lay_out(plan.planes, image, hdus, path, open_map)
     primary = hdus[0].header
-    images = [h for h in hdus if h.is_image]
+    images = list(layout.images)
     first = images[0].header
     for k in plan.fitskeys:
         fields[k] = inputs.lookup(k, primary, first)
@@ -222,8 +228,10 @@ def _measure(path: Path, plan: Plan, fields: dict, workdir: Path, deadline: floa
         fields["footprints"].append({"ext_number": ext, "hdu": h.index,
                                      "ra": corners[0] if corners else None,
                                      "dec": corners[1] if corners else None})
+    extra = auxiliary.options(plan, layout, path, fields, workdir, deadline, phase, artifacts)
     phase("running SExtractor")
-    cat = run_sextractor(image, plan, workdir, timeout=max(deadline - time.monotonic(), 0.001))
+    cat = run_sextractor(layout.argument(plan.dual), plan, workdir,
+                         timeout=max(deadline - time.monotonic(), 0.001), extra=extra)
     phase("reading the catalog")
     return catalog.read(cat, plan.keys, plan.fitskeys, [h.header for h in images], primary)
 
@@ -248,6 +256,7 @@ class Attempt:
     reason: str | None
     fields: dict
     sources: pa.Table | None = None
+    artifacts: dict[str, bytes] = field(default_factory=dict)
     transient: bool = False  # worth another attempt
     died: str | None = None  # the measuring process ended without a verdict: how
 
@@ -276,15 +285,16 @@ def _attempt(phase, path: Path, plan: Plan, tmp_root: str | None) -> Attempt:
         fields["image_id"] = xxhash.xxh3_64_hexdigest(
             f"{path}\0{fields['content_hash']}\0{plan.config_hash}".encode())
         workdir = workdirs.make(tmp_root)
+        artifacts: dict[str, bytes] = {}
         try:
-            sources = _measure(path, plan, fields, workdir, deadline, step)
+            sources = _measure(path, plan, fields, workdir, deadline, step, artifacts)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             _check_unchanged(path, st)  # the hash and the verdict are about one content
         step("adding provenance")
         sources = catalog.with_provenance(
             sources, {**fields, "path": str(path), "config_hash": plan.config_hash}, plan.healpix_order)
-        return Attempt("ok", None, fields, sources)
+        return Attempt("ok", None, fields, sources, artifacts)
     except InputError as exc:
         return Attempt(exc.status, str(exc), fields, transient=exc.transient)
     except OSError as exc:
@@ -392,4 +402,4 @@ def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolat
     if sources is not None:
         record["n_sources"] = sources.num_rows
     record["duration_s"] = time.monotonic() - t0
-    return ImageResult(record, sources)
+    return ImageResult(record, sources, attempt.artifacts if sources is not None else {})

@@ -28,6 +28,30 @@ def add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="seconds per image before SExtractor is killed")
     p.add_argument("--max-image-bytes", type=int, dest="max_image_bytes",
                    help="larger inputs (raw or decompressed) are recorded as failed, never extracted")
+    g = p.add_argument_group("PSF model, weight and flag maps, ASSOC list (`sexstream params` says "
+                             "which keys need them)")
+    g.add_argument("--psf", metavar="auto|FILE.psf",
+                   help="PSF model for MAG_PSF, SPREAD_MODEL and the other PSF/model-fitting keys: "
+                   "auto runs PSFEx on each image (SExtractor first pass + psfex, the packages' "
+                   "defaults; the model is kept in <sink>/artifacts/psf), or a PSFEx model file")
+    g.add_argument("--image-hdu", metavar="NAME|INDEX",
+                   help="the HDU to measure (EXTNAME or index); default: every image HDU not used as a map")
+    g.add_argument("--weight", metavar="hdu:NAME|PATTERN",
+                   help="weight map: an HDU of the same file (hdu:VARIANCE, hdu:3) or a sidecar file "
+                   "pattern relative to the image ({stem}.weight.fits; also {name}, {dir})")
+    g.add_argument("--weight-type", metavar="TYPE", choices=("MAP_WEIGHT", "MAP_VAR", "MAP_RMS"),
+                   help="MAP_WEIGHT, MAP_VAR or MAP_RMS (default: MAP_VAR for hdu:VARIANCE, else MAP_WEIGHT)")
+    g.add_argument("--flag", metavar="hdu:NAME|PATTERN",
+                   help="flag map (integer) for IMAFLAGS_ISO/NIMAFLAGS_ISO: hdu:MASK or a sidecar pattern")
+    g.add_argument("--assoc", metavar="FILE",
+                   help="reference list (CSV or FITS table with RA/Dec in degrees or x/y pixel columns) "
+                   "for VECTOR_ASSOC/NUMBER_ASSOC; VECTOR_ASSOC = (row number, position, other numeric columns)")
+    g.add_argument("--assoc-columns", metavar="A,B",
+                   help="the reference list's position columns (default: found by name, RA/DEC or X/Y)")
+
+
+#: Flags of `add_selection_flags` named like their settings field.
+AUX_FLAGS = ("psf", "image_hdu", "weight", "weight_type", "flag", "assoc", "assoc_columns")
 
 
 def settings_from_args(args: argparse.Namespace, **more) -> Settings:
@@ -57,5 +81,6 @@ def settings_from_args(args: argparse.Namespace, **more) -> Settings:
         binary=getattr(args, "binary", None),
         timeout=getattr(args, "timeout", None),
         max_image_bytes=getattr(args, "max_image_bytes", None),
+        **{name: getattr(args, name, None) for name in AUX_FLAGS},
         **more,
     )

@@ -26,7 +26,7 @@ IMAGE_FIELDS = (
 IMAGE_TAIL_FIELDS = (
     ("obs_mjd", pa.float64()), ("sextractor_version", pa.string()), ("config_hash", pa.string()),
     ("host", pa.string()), ("started", UTC_US), ("duration_s", pa.float64()),
-    ("attempts", pa.int32()), ("current", pa.bool_()),
+    ("attempts", pa.int32()), ("current", pa.bool_()), ("psf_model", pa.string()),
 )
 BOOKKEEPING = (("batch_id", pa.int64()), ("ingest_time", UTC_US))
 

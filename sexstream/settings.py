@@ -49,7 +49,7 @@ class Settings:
     timeout: float = 600.0
     max_image_bytes: int = 4_000_000_000
     retries: int = 2
-    trigger: float = 0.1
+    trigger: float = 0.05
     max_files_per_trigger: int = 64
     master: str = "local[*]"
     files_per_task: int = 0  # 0: auto (sexstream.engine.Engine.slices)
@@ -62,6 +62,22 @@ class Settings:
     retention_hours: float = 168.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no endpoint server of its own (the dashboard serves the routes too)
+    log_format: str = "text"  # text | json
+    ready_backlog_age: float = 600.0
+    ready_trigger_age: float = 60.0
+    psf: str = ""  # "", "auto" (PSFEx on each image) or a PSFEx model file
+    psfex: str = ""  # PSFEx binary; empty: psfex on PATH
+    psfex_config: str = ""  # empty: /usr/share/psfex/default.psfex
+    prepass_config: str = ""  # the first pass's SExtractor config; empty: prepsfex.sex
+    prepass_param: str = ""  # the first pass's .param; empty: prepsfex.param (+ SNR_WIN)
+    image_hdu: str = ""  # EXTNAME or index of the image HDU; empty: every image HDU not a map
+    weight: str = ""  # hdu:NAME|INDEX or a sidecar pattern ({stem}.weight.fits)
+    weight_type: str = ""  # MAP_WEIGHT, MAP_VAR, MAP_RMS; empty: MAP_VAR for hdu:VARIANCE
+    flag: str = ""  # hdu:NAME|INDEX or a sidecar pattern
+    assoc: str = ""  # a reference list (CSV or FITS table)
+    assoc_columns: str = ""  # its position columns ("RA,DEC" or "X,Y"); empty: by name
 
     @property
     def config_path(self) -> Path:
@@ -99,6 +115,22 @@ _TOML_MAP = {
     ("maintenance", "retention_hours"): "retention_hours",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
+    ("service", "metrics_host"): "metrics_host",
+    ("service", "metrics_port"): "metrics_port",
+    ("service", "log_format"): "log_format",
+    ("service", "ready_backlog_age"): "ready_backlog_age",
+    ("service", "ready_trigger_age"): "ready_trigger_age",
+    ("psf", "model"): "psf",
+    ("psf", "psfex"): "psfex",
+    ("psf", "config"): "psfex_config",
+    ("psf", "prepass_config"): "prepass_config",
+    ("psf", "prepass_param"): "prepass_param",
+    ("maps", "image_hdu"): "image_hdu",
+    ("maps", "weight"): "weight",
+    ("maps", "weight_type"): "weight_type",
+    ("maps", "flag"): "flag",
+    ("assoc", "file"): "assoc",
+    ("assoc", "columns"): "assoc_columns",
 }
 
 
@@ -126,9 +158,12 @@ def _normalise(values: dict[str, Any], base: Path) -> dict[str, Any]:
         v = out["overrides"]
         items = v.items() if isinstance(v, Mapping) else v
         out["overrides"] = tuple((str(k).strip().upper(), str(x).strip()) for k, x in items)
-    for name in ("raw", "sink", "checkpoint", "config", "binary"):
+    for name in ("raw", "sink", "checkpoint", "config", "binary", "psf", "psfex", "psfex_config",
+                 "prepass_config", "prepass_param", "assoc"):
         v = out.get(name)
-        if v and (name != "binary" or "/" in str(v)):
+        if name == "psf" and str(v).strip().lower() == "auto":
+            continue
+        if v and (name not in ("binary", "psfex") or "/" in str(v)):
             out[name] = str((base / Path(str(v)).expanduser()).resolve())
     return out
 

@@ -1,4 +1,6 @@
-"""`sexstream status`: what the sink holds, read through the Delta logs (no Spark)."""
+"""`sexstream status`: what the sink holds, read through the Delta logs (no Spark), and
+whether the daemon of the checkpoint is ready (the same rule and reasons as its
+`/readyz`, read from `<checkpoint>/health.json`: `sexstream.health`)."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +55,10 @@ def report(sink: str, recent: int = 10) -> dict:
 def render(r: dict) -> str:
     """The report as lines for a terminal."""
     imgs = r["images"]
-    lines = [f"sink         {r['sink']}",
+    daemon = r.get("daemon")
+    lines = [f"daemon       {'ready' if daemon['ready'] else 'not ready: ' + '; '.join(daemon['reasons'])}"
+             ] if daemon else []
+    lines += [f"sink         {r['sink']}",
              f"images       {imgs.get('total', 0)} ({imgs.get('ok', 0)} ok, {imgs.get('failed', 0)} failed, "
              f"{imgs.get('incomplete', 0)} incomplete)",
              f"sources      {r['sources']}",
@@ -68,15 +73,21 @@ def render(r: dict) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from sexstream.flags import settings_from_args
 
-    settings = settings_from_args(args, sink=args.sink)
+    from sexstream.health import daemon_readiness
+
+    settings = settings_from_args(args, sink=args.sink, checkpoint=args.checkpoint)
     r = report(settings.sink, recent=args.recent)
+    r["daemon"] = daemon_readiness(settings.checkpoint)  # what its /readyz says, from <checkpoint>/health.json
     print(json.dumps(r, indent=1, default=str) if args.json else render(r))
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="what the sink holds: images ok/failed, sources, last batch")
+    p = sub.add_parser("status", help="what the sink holds: images ok/failed, sources, last batch; "
+                       "whether the daemon is ready")
     p.add_argument("--sink")
+    p.add_argument("--checkpoint", help="the daemon's checkpoint folder, whose health.json says whether it is "
+                   "ready (default: the settings' paths.checkpoint)")
     p.add_argument("--settings", metavar="TOML")
     p.add_argument("--json", action="store_true")
     p.add_argument("--recent", type=int, default=10, help="recent failures to list")

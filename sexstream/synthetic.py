@@ -310,3 +310,39 @@ def make_night(folder: str | os.PathLike[str], n: int, *, seed: int,
     """Write `n` exposures of one night into `folder` (see `iter_night`); returns
     their paths in observing order."""
     return list(iter_night(folder, n, seed=seed, **kwargs))
+
+
+#: Bits of the calexp-like MASK plane (LSST's names and values).
+MASK_BITS = {"BAD": 1, "SAT": 2, "EDGE": 16}
+
+
+def calexp(data: np.ndarray, header: fits.Header, *, gain: float = GAIN, read_noise: float = READ_NOISE,
+           saturate: float = SATURATE, seed: int = 0, bad_columns: int = 3, edge: int = 8) -> fits.HDUList:
+    """An LSST/HSC ``calexp``-like file of one CCD: an empty primary HDU, then IMAGE (the
+    pixels, ADU, with `header`'s WCS), MASK (int32 bits, `MASK_BITS`: `bad_columns`
+    seeded BAD columns, SAT where the pixel reaches `saturate` ADU, EDGE on an `edge`
+    pixels border) and VARIANCE (ADU^2: pixel / `gain` + (`read_noise` / `gain`)^2,
+    `gain` in e-/ADU, `read_noise` in e-)."""
+    rng = np.random.default_rng(seed)
+    image = np.asarray(data, dtype=np.float32)
+    mask = np.zeros(image.shape, np.int32)
+    mask[:, rng.choice(image.shape[1], size=bad_columns, replace=False)] |= MASK_BITS["BAD"]
+    mask[image >= saturate] |= MASK_BITS["SAT"]
+    for border in (np.s_[:edge, :], np.s_[-edge:, :], np.s_[:, :edge], np.s_[:, -edge:]):
+        mask[border] |= MASK_BITS["EDGE"]
+    variance = (np.clip(image, 0, None) / gain + (read_noise / gain) ** 2).astype(np.float32)
+    wcs_keys = fits.Header([c for c in header.cards if c.keyword not in
+                            ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "")])
+    primary = fits.PrimaryHDU(header=fits.Header([c for c in wcs_keys.cards if c.keyword in
+                                                  ("OBJECT", "TELESCOP", "INSTRUME", "FILTER", "EXPTIME",
+                                                   "MJD-OBS", "DATE-OBS", "RUNID")]))
+    planes = fits.Header([("MP_" + k, v) for k, v in MASK_BITS.items()])
+    return fits.HDUList([primary, fits.ImageHDU(image, wcs_keys, name="IMAGE"),
+                         fits.ImageHDU(mask, planes, name="MASK"), fits.ImageHDU(variance, name="VARIANCE")])
+
+
+def make_calexp(path: str | os.PathLike[str], *, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Render one single-CCD exposure (see `render`) and write it as a `calexp`-like file
+    (IMAGE, MASK, VARIANCE HDUs) to `path` atomically. Returns the path written."""
+    hdul, _ = render(**{"mef": False, **kwargs})
+    return write_atomic(calexp(hdul[0].data, hdul[0].header, seed=kwargs.get("seed", 0)), path, overwrite)

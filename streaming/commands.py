@@ -42,11 +42,12 @@ def _seed_if_empty(settings) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from streaming.daemon import configure_logging, run_daemon
 
-    configure_logging(args.verbose)
     settings = settings_from_args(
         args, raw=args.raw, sink=args.sink, checkpoint=args.checkpoint, trigger=args.trigger,
         master=args.master, max_files_per_trigger=args.max_files_per_trigger,
-        files_per_task=args.files_per_task, dashboard_host=args.host, dashboard_port=args.port)
+        files_per_task=args.files_per_task, dashboard_host=args.host, dashboard_port=args.port,
+        metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_format=args.log_format)
+    configure_logging(args.verbose, settings.log_format)
     if not args.no_seed:
         _seed_if_empty(settings)
     # `hooks` is no flag: a program that drives the daemon (the chaos suite) sets it
@@ -58,7 +59,8 @@ def register(sub) -> None:
                        description="Watch a raw-download folder and append every new FITS image's "
                        "catalog to the Delta tables <sink>/sources and <sink>/images, exactly once. "
                        "Defaults come from the packaged conf/sexstream.toml. SIGTERM/SIGINT finish "
-                       "the batch in progress and stop; a restart resumes where it stopped.")
+                       "the batch in progress and stop (exit 0); a restart resumes where it stopped. "
+                       "Exit 1 when the stream failed, 2 for a usage or configuration error.")
     p.add_argument("--raw", help="the raw-download folder to watch (never modified)")
     p.add_argument("--checkpoint", help="Spark's checkpoint folder for this query")
     p.add_argument("--trigger", type=float, help="seconds between polls of the raw folder")
@@ -67,6 +69,11 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, help="dashboard port (default 8765)")
     p.add_argument("--no-seed", action="store_true",
                    help="do not seed an empty default raw folder with generated exposures")
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve /metrics (Prometheus), /healthz and /readyz on this port (default 0: off)")
+    p.add_argument("--metrics-host", metavar="ADDR", help="address of that server (default 127.0.0.1)")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="text (default, stderr) or json: one JSON object per line on stdout")
     add_spark_flags(p)
     add_selection_flags(p)
     p.set_defaults(func=cmd_run)

@@ -41,7 +41,7 @@ class Daemon:
 
     def __init__(self, root: Path, *, raw: Path | None = None, extra: list[str] | None = None,
                  env: dict[str, str] | None = None, name: str = "daemon",
-                 wrapper: list[str] | None = None):
+                 wrapper: list[str] | None = None, stdout: Path | None = None):
         self.root = root
         self.wrapper = wrapper or []  # argv prefix, e.g. setpriv dropping capabilities
         self.raw = raw or root / "raw"
@@ -53,6 +53,7 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.runs = 0
         self.log = root / f"{name}.log"
+        self.stdout = stdout  # its stdout alone (e.g. --log-format json) instead of into `log`
 
     def start(self, env: dict[str, str] | None = None, hooks: list[str] | None = None) -> "Daemon":
         """Start `sexstream run`; with `hooks` (e.g. ["--crash-at", "parts_written:0"]) the
@@ -63,9 +64,11 @@ class Daemon:
         argv = [*self.wrapper, *program, "run", "--raw", str(self.raw), "--sink", str(self.sink),
                 "--checkpoint", str(self.checkpoint), "--trigger", "1", "--no-seed", *self.extra]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
-        with open(self.log, "a") as fh:
+        with open(self.log, "a") as fh, open(self.stdout or os.devnull, "a") as out:
             fh.write(f"=== run {self.runs}: {' '.join(argv)}\n")
-            self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env,
+            fh.flush()
+            self.proc = subprocess.Popen(argv, stdout=out if self.stdout else fh,
+                                         stderr=fh if self.stdout else subprocess.STDOUT, env=full_env,
                                          cwd=self.root, start_new_session=True)
         return self
 

@@ -8,7 +8,10 @@ Routes (GET/HEAD only; everything else is 404 or 405):
 - `/api/density?order=N&axis=ingest|obs&since=T` — source counts per HEALPix cell;
 - `/api/cone?ra=&dec=&radius=` and `/api/lightcurve?ra=&dec=&radius=` — the sources
   where the user clicked, and a source's light curve (`sexstream.dashboard.lookup`);
-- `/events` — the push stream: one event per Delta commit.
+- `/events` — the push stream: one event per Delta commit;
+- `/metrics`, `/healthz`, `/readyz` — the operational routes (`sexstream.endpoints`): the
+  daemon's own when it serves the dashboard, else the sink's metrics and the feed's
+  readiness (ready once the tables are loaded).
 
 Binds 127.0.0.1 by default; on a loopback address, requests naming another host are
 refused (DNS-rebinding guard).
@@ -28,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sexstream.dashboard.feed import SkyFeed
 from sexstream.dashboard.lookup import SkyLookup
+from sexstream.endpoints import ROUTES, Endpoints
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         feed = self.server.feed
         if route == "/events" and not head:
             self._events()
+        elif route in ROUTES:
+            self._send(*self.server.endpoints.respond(route), head=head)
         elif route in ("/", "/index.html"):
             self._static("index.html", head)
         elif route.startswith("/static/") and route[len("/static/"):] in self.server.files:
@@ -163,11 +169,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], feed: SkyFeed) -> None:
+    def __init__(self, address: tuple[str, int], feed: SkyFeed, endpoints: Endpoints) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.feed = feed
         self.lookup = SkyLookup(feed.sink)
+        self.endpoints = endpoints
         self.files = static_files()
         self.closing = threading.Event()
         self.streams: set[queue.Queue] = set()
@@ -190,11 +197,25 @@ class Dashboard:
     >>> board.stop()
     """
 
-    def __init__(self, sink: str | Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+    def __init__(self, sink: str | Path, host: str = "127.0.0.1", port: int = 8765, *,
+                 endpoints: Endpoints | None = None) -> None:
         self.sink = Path(sink)
         self.feed = SkyFeed(self.sink)
-        self._server = _Server((host, port), self.feed)
+        self.endpoints = endpoints or self._own_endpoints()
+        self._server = _Server((host, port), self.feed, self.endpoints)
         self._thread: threading.Thread | None = None
+
+    def _own_endpoints(self) -> Endpoints:
+        """The routes of a dashboard that runs alone: the sink's metrics; ready once loaded."""
+        from sexstream.metrics import sink_registry
+        from sexstream.sinkfiles import SinkFiles
+
+        def readiness() -> dict:
+            loading = self.feed.loading
+            return {"ready": not loading, "state": "loading" if loading else "serving",
+                    "reasons": ["loading the tables"] if loading else []}
+
+        return Endpoints(sink_registry(SinkFiles(self.sink)), readiness)
 
     @property
     def url(self) -> str:

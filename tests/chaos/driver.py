@@ -1,10 +1,11 @@
-"""`python tests/chaos/driver.py [--crash-at PHASE:BATCH] [--events FILE] run ...`: the real
+"""`python tests/chaos/driver.py [--crash-at PHASE:BATCH] [--fail-at PHASE:BATCH] [--events FILE] run ...`: the real
 daemon (`sexstream run ...`, same flags) with the chaos suite's engine hooks.
 
 - `CrashAt` ends the driver with `os._exit(137)`, as a kill -9 would, when the engine
   reaches a phase (`sexstream.engine.PHASES`: parts_written, sources_committed,
   images_committed) of the first batch numbered BATCH or later that has images (a query
   on a new checkpoint may start with an empty batch 0, which reaches no phase);
+- `FailAt` raises there instead: the streaming query fails, the driver lives on;
 - `EventLog` appends every committed batch's stats to FILE as one JSON object per line
   (the suite reads batches as data, never from the log's text).
 
@@ -42,6 +43,19 @@ class CrashAt(_hooks_base()):
             os._exit(HOOK_EXIT)
 
 
+class FailAt(_hooks_base()):
+    """Raises at `phase` of the first batch numbered `batch_id` or later that reaches it:
+    foreachBatch fails, so the streaming query dies while the driver lives on (the
+    daemon then exits 1)."""
+
+    def __init__(self, phase: str, batch_id: int):
+        self.at = (phase, batch_id)
+
+    def phase(self, name: str, batch_id: int) -> None:
+        if name == self.at[0] and batch_id >= self.at[1]:
+            raise RuntimeError(f"test hook: failing at {name} of batch {batch_id}")
+
+
 class EventLog(_hooks_base()):
     """Appends each batch's stats (JSON) to `path`."""
 
@@ -59,12 +73,16 @@ def main(argv: list[str]) -> int:
 
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--crash-at", metavar="PHASE:BATCH")
+    own.add_argument("--fail-at", metavar="PHASE:BATCH")
     own.add_argument("--events", metavar="FILE")
     mine, rest = own.parse_known_args(argv)
     hooks = []
     if mine.crash_at:
         phase, _, batch = mine.crash_at.partition(":")
         hooks.append(CrashAt(phase, int(batch)))
+    if mine.fail_at:
+        phase, _, batch = mine.fail_at.partition(":")
+        hooks.append(FailAt(phase, int(batch)))
     if mine.events:
         hooks.append(EventLog(mine.events))
     args = cli.build_parser((commands.register,)).parse_args(rest)
