@@ -270,7 +270,11 @@ class StandaloneCluster:
         """
         if not self.detach:
             atexit.unregister(self.stop)
-        terminate(set(self.running_pids()), grace)
+        for _ in range(3):  # a child forked while its parent was being stopped: stop it too
+            left = set(self.running_pids())
+            if not left:
+                break
+            terminate(left, grace)
         for pid in list(self._popens):
             self._reap(pid, 1.0)
         if self._owns_workdir and self.workdir is not None and self.workdir.exists():

@@ -232,6 +232,7 @@ def test_a_file_that_never_completes_stays_incomplete_until_completed_also_acros
         assert d.terminate() == 0
         with open(late, "ab") as fh:  # completed while the daemon is down
             fh.write(content[half:])
+        time.sleep(1.5)  # past the quiet second: the start-up reconciliation's, not left to the watch
         d.start()
         d.wait_for(lambda: str(late) in set(d.images().query("status == 'ok'").path), 180,
                    "the file completed while the daemon was down")
