@@ -70,7 +70,7 @@ def build(folder: Path, rows: float, fresh: bool, keep_raw: bool = False) -> dic
     cut = int(plan.n_exposures * (1 - TAIL))
     log(f"  writing {plan.n_exposures} exposures ({plan.n_fields} fields x {plan.epochs} epochs)")
     t0 = time.perf_counter()
-    done = survey.write(sink, plan, 0, cut, progress=lambda r: r.batches % 100 == 0 and log(
+    survey.write(sink, plan, 0, cut, progress=lambda r: r.batches % 100 == 0 and log(
         f"    {r.images} images, {r.rows:,} rows, {time.perf_counter() - t0:.0f} s"))
     written = time.perf_counter() - t0
     if keep_raw:
@@ -82,8 +82,9 @@ def build(folder: Path, rows: float, fresh: bool, keep_raw: bool = False) -> dic
     open_table(sources_path(sink)).vacuum(retention_hours=0, enforce_retention_duration=False,
                                           dry_run=False, full=True)
     tail = survey.write(sink, plan, cut, None)
-    info = {"rows": done.rows + tail.rows, "tail_rows": tail.rows, "tail_images": tail.images,
-            "images": done.images + tail.images, "write_s": written, "cluster_s": clustered,
+    held = pa.table(open_table(sources_path(sink)).get_add_actions(flatten=True))
+    info = {"rows": sum(held.column("num_records").to_pylist()),  # a resumed build included
+            "tail_rows": tail.rows, "tail_images": tail.images, "images": plan.n_exposures, "write_s": written, "cluster_s": clustered,
             "cluster_rows_written": report.rows_written, "cluster_mb_written": report.bytes_written / 1e6,
             "cluster_steps": report.steps, "fields": plan.n_fields, "epochs": plan.epochs}
     marker.write_text(json.dumps(info, indent=1))
@@ -225,7 +226,7 @@ def measure(sink: Path, queries: int, rounds: int, seed: int) -> dict:
     cli = []
     for ra, dec in where[:5]:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sexstream.cli", "cone", str(ra), str(dec), "10arcsec",
+        subprocess.run([sys.executable, "-m", "streaming.cli", "cone", str(ra), str(dec), "10arcsec",
                         "--sink", str(sink)], check=True, capture_output=True, cwd=ROOT)
         cli.append(time.perf_counter() - t0)
     kinds["cli"] = cli

@@ -157,13 +157,14 @@ def d_images(d: DaemonProcess) -> dict:
 
 
 def tree_cpu(d: DaemonProcess) -> float:
-    """CPU seconds (user + system) used so far by the daemon's live process tree."""
+    """CPU seconds (user + system) used so far by the daemon's live process tree, its
+    reaped children's included (a worker that ended keeps counting through its parent)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in d.tree():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
         except (OSError, IndexError, ValueError):
             continue
     return total

@@ -138,3 +138,7 @@ def run(argv: list[str] | None = None, registrars: Iterable[Callable] = ()) -> i
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"sexstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # the Spark-free commands alone: python -m sexstream.cli cone ...
+    sys.exit(run())
