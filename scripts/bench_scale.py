@@ -259,41 +259,60 @@ def cmd_history(args) -> int:
 
 
 def cmd_commits(args) -> int:
-    """Commit and open cost of a table after 100 and `--to` commits (the daemon's commit
-    path: Delta checkpoints every 100 commits, no log listing per commit)."""
+    """Commit and open cost of a sink's table after 100 and `--to` commits, as the daemon
+    pays them: one part per commit through `Sink` (a kept table handle brought up to date
+    incrementally, the held-batch check first), Delta checkpoints every 100 commits, and
+    the daemon's maintenance (`maintenance.compact`, what `Upkeep` runs) every
+    `--compact-every` commits (3,600: one commit a second between hourly runs)."""
     import pyarrow as pa
-    from deltalake import DeltaTable
 
-    table = Path(tempfile.mkdtemp(prefix="sexstream-commits-")) / "images"
+    from sexstream import maintenance
+    from sexstream.tables import open_table
+
+    root = Path(tempfile.mkdtemp(prefix="sexstream-commits-"))
+    sink = Sink(root / "sink")
+    table = sink.path("images")
 
     def one(b: int) -> float:
         part = parts.write_part(table, pa.table({"path": [f"/raw/{b}.fits"], "n": pa.array([b], pa.int64())}),
                                 batch_id=b, task_tag="t")
         t0 = time.perf_counter()
-        transaction.commit(table, [part], app_id="bench", batch_id=b)
+        if not sink.holds("images", "bench", b):
+            sink.commit("images", [part], app_id="bench", batch_id=b)
         return time.perf_counter() - t0
 
     def opening() -> float:
         t0 = time.perf_counter()
-        DeltaTable(str(table)).to_pyarrow_table(columns=["n"])
+        open_table(table).to_pyarrow_table(columns=["n"])
         return time.perf_counter() - t0
 
     results = {}
-    b = 0
+    b, t_start, compactions = 0, time.monotonic(), 0
     for mark in (100, args.to):
         while b < mark - 20:
             one(b)
             b += 1
+            if b % args.compact_every == 0:
+                maintenance.compact(str(sink.root), retention_hours=args.retention_hours,
+                                    log_retention_hours=args.log_retention_hours)
+                compactions += 1
+            if b % 2000 == 0:
+                print(f"  {b} commits, {time.monotonic() - t_start:.0f} s", flush=True)
         times = [one(b + k) for k in range(20)]
         b += 20
-        results[mark] = (statistics.median(times), statistics.median(opening() for _ in range(5)))
-        print(f"after {mark} commits: commit {results[mark][0] * 1000:.0f} ms, open+read "
-              f"{results[mark][1] * 1000:.0f} ms", flush=True)
-    (lo_c, lo_o), (hi_c, hi_o) = results[100], results[args.to]
-    print(f"| commits | commit (median of 20) | open + read (median of 5) |\n|---|---|---|\n"
-          f"| 100 | {lo_c * 1000:.0f} ms | {lo_o * 1000:.0f} ms |\n"
-          f"| {args.to:,} | {hi_c * 1000:.0f} ms ({hi_c / lo_c:.2f}x) | {hi_o * 1000:.0f} ms ({hi_o / lo_o:.2f}x) |")
-    shutil.rmtree(table.parent, ignore_errors=True)
+        files = len(open_table(table).file_uris())
+        entries = len(os.listdir(os.path.join(table, "_delta_log")))
+        results[mark] = (statistics.median(times), statistics.median(opening() for _ in range(5)), files, entries)
+        print(f"after {mark} commits: commit {results[mark][0] * 1000:.0f} ms (spread "
+              f"{min(times) * 1000:.0f}-{max(times) * 1000:.0f}), open+read {results[mark][1] * 1000:.0f} ms, "
+              f"{files} live files, {entries} log entries, {compactions} compactions", flush=True)
+    (lo_c, lo_o, lo_f, lo_e), (hi_c, hi_o, hi_f, hi_e) = results[100], results[args.to]
+    print(f"| commits | commit (median of 20) | open + read (median of 5) | live files | log entries |\n"
+          f"|---|---|---|---|---|\n"
+          f"| 100 | {lo_c * 1000:.0f} ms | {lo_o * 1000:.0f} ms | {lo_f} | {lo_e} |\n"
+          f"| {args.to:,} | {hi_c * 1000:.0f} ms ({hi_c / lo_c:.2f}x) | {hi_o * 1000:.0f} ms ({hi_o / lo_o:.2f}x) "
+          f"| {hi_f} | {hi_e} |")
+    shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
@@ -448,6 +467,12 @@ def main(argv=None) -> int:
     h.set_defaults(func=cmd_history)
     c = sub.add_parser("commits")
     c.add_argument("--to", type=int, default=20_000)
+    c.add_argument("--compact-every", type=int, default=3600, help="commits between maintenance runs")
+    c.add_argument("--retention-hours", type=float, default=168.0)
+    c.add_argument("--log-retention-hours", type=float, default=None,
+                   help="the maintenance's log retention (default: the table's own; the daemon's is "
+                        "maintenance.log_retention_hours); a short one stands for the window a "
+                        "long run keeps")
     c.set_defaults(func=cmd_commits)
     c = sub.add_parser("ceiling")
     c.add_argument("--files", type=int, default=3000)

@@ -161,9 +161,13 @@ def cluster_sources(sink: str, *, file_rows: int = FILE_ROWS, row_group_rows: in
 
 
 def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | None = None,
-            dry_run: bool = False, cluster: bool = True, full: bool = False) -> list[CompactReport]:
+            dry_run: bool = False, cluster: bool = True, full: bool = False,
+            log_retention_hours: float | None = None) -> list[CompactReport]:
     """Cluster (sources, see `cluster_sources`; `full` merges every run into one) or
-    optimize (images), then vacuum every table of `sink`; returns one report per table."""
+    optimize (images), then vacuum every table of `sink` and remove its expired log
+    entries (older than `log_retention_hours`, set as the table's
+    delta.logRetentionDuration; None: the table's own, Delta's default 30 days); returns
+    one report per table."""
     from sexstream.schema import SOURCES, TABLES
     from sexstream.sink import Sink
     from sexstream.tables import open_table, table_path
@@ -190,18 +194,35 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
         removed = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                enforce_retention_duration=False, full=True)
         if not dry_run:
+            if keep_log(table, log_retention_hours):
+                table = open_table(path)  # cleanup_metadata reads the property from its snapshot
             table.cleanup_metadata()
         reports.append(CompactReport(name, before, len(table.file_uris()), len(removed),
                                      clustered.line() if clustered else None))
     return reports
 
 
+def keep_log(table, hours: float | None) -> bool:
+    """Set the table's delta.logRetentionDuration to `hours` (a commit of its own, only
+    when it differs; True then); None leaves it."""
+    if hours is None:
+        return False
+    if hours <= 0:
+        raise ValueError(f"the log retention must be positive, not {hours:g} h")
+    wanted = f"interval {max(1, round(hours * 3600))} seconds"
+    if table.metadata().configuration.get("delta.logRetentionDuration") != wanted:
+        table.alter.set_table_properties({"delta.logRetentionDuration": wanted})
+        return True
+    return False
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from sexstream.flags import settings_from_args
 
     settings = settings_from_args(args, sink=args.sink)
+    log_hours = settings.log_retention_hours if args.log_retention_hours is None else args.log_retention_hours
     for report in compact(settings.sink, retention_hours=args.retention_hours, dry_run=args.dry_run,
-                          full=args.full):
+                          full=args.full, log_retention_hours=log_hours):
         print(report.line())
     return 0
 
@@ -213,6 +234,9 @@ def register(sub) -> None:
     p.add_argument("--settings", metavar="TOML")
     p.add_argument("--retention-hours", type=float, default=168.0,
                    help="vacuum unreferenced files older than this (default 168 = 7 days; min 1)")
+    p.add_argument("--log-retention-hours", type=float, default=None,
+                   help="remove Delta log entries older than this (time travel reaches this far; "
+                        "default: maintenance.log_retention_hours, 24)")
     p.add_argument("--dry-run", action="store_true", help="report what vacuum would remove; change nothing")
     p.add_argument("--full", action="store_true",
                    help="merge every sorted run of the sources table into one (the best layout for "

@@ -60,6 +60,7 @@ class Settings:
     arrival_grace: float = 60.0  # kept for old settings files; unused since the journal
     maintenance_every: float = 3600.0
     retention_hours: float = 168.0
+    log_retention_hours: float = 24.0  # Delta log entries (time travel) kept this long
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
     metrics_host: str = "127.0.0.1"
@@ -113,6 +114,7 @@ _TOML_MAP = {
     ("stream", "arrival_grace"): "arrival_grace",
     ("maintenance", "every"): "maintenance_every",
     ("maintenance", "retention_hours"): "retention_hours",
+    ("maintenance", "log_retention_hours"): "log_retention_hours",
     ("dashboard", "host"): "dashboard_host",
     ("dashboard", "port"): "dashboard_port",
     ("service", "metrics_host"): "metrics_host",

@@ -30,7 +30,7 @@ from sexstream import transaction
 from sexstream.index import Index, Verdict
 from sexstream.parts import PartFile
 from sexstream.schema import IMAGES, SOURCES, TABLES
-from sexstream.tables import open_table, table_path
+from sexstream.tables import last_checkpoint, open_table, refresh, table_path
 from sexstream.transaction import Replace
 
 log = logging.getLogger("sexstream")
@@ -45,6 +45,7 @@ class Sink:
         self.root = os.path.abspath(os.fspath(root))
         self.index = Index(self.root)
         self._tables: dict[str, DeltaTable] = {}  # open handles, brought up to date on use
+        self._checkpoints: dict[str, bytes | None] = {}  # each handle's _last_checkpoint when opened
 
     def __repr__(self) -> str:
         return f"Sink({self.root!r})"
@@ -69,15 +70,22 @@ class Sink:
 
     def table(self, name: str) -> DeltaTable | None:
         """Table `name` at its latest version; None before its first commit. The handle
-        is kept and brought up to date (`update_incremental`: the log's new entries only)
+        is kept and brought up to date (`tables.refresh`: the log's new entries only)
         rather than opened again, which reads the whole log state."""
         table = self._tables.get(name)
-        if table is None:
+        marker = last_checkpoint(self.path(name))
+        if table is None or marker != self._checkpoints.get(name):
+            # opened anew at each new Delta checkpoint: a handle's log segment starts at the
+            # checkpoint it was opened at, and the maintenance removes expired log entries
+            # before the newest checkpoint (a kept handle would then miss them)
             table = open_table(self.path(name))
-            if table is not None:
+            if table is None:
+                self._tables.pop(name, None)
+            else:
                 self._tables[name] = table
+                self._checkpoints[name] = marker
         else:
-            table.update_incremental()
+            refresh(table, self.path(name))
         return table
 
     def holds(self, name: str, app_id: str, batch_id: int) -> bool:
@@ -101,7 +109,7 @@ class Sink:
         superseding the rows `replace` names: the new version, or None when the table
         already holds the batch (see `sexstream.transaction.commit`)."""
         return transaction.commit(self.path(name), parts, app_id=app_id, batch_id=batch_id, replace=replace,
-                                  table=self._tables.get(name))
+                                  table=self.table(name))
 
     # -- what it holds
 

@@ -51,6 +51,31 @@ def open_table(table_dir: str | os.PathLike[str]) -> DeltaTable | None:
         return None
 
 
+def refresh(table: DeltaTable, table_dir: str | os.PathLike[str]) -> None:
+    """Bring a kept handle of the table at `table_dir` to its latest version. On a local
+    folder the log is listed (`update_incremental`) only when the next commit's file
+    exists: a listing costs in proportion to the log's files, a look at one name does
+    not (README, Performance: commit cost after 20,000 commits)."""
+    folder = str(table_dir)
+    if "://" not in folder and not os.path.exists(
+            os.path.join(folder, "_delta_log", f"{table.version() + 1:020d}.json")):
+        return
+    table.update_incremental()
+
+
+def last_checkpoint(table_dir: str | os.PathLike[str]) -> bytes | None:
+    """The bytes of the table's `_delta_log/_last_checkpoint` (None: none, or not local):
+    they change when a new Delta checkpoint is written."""
+    folder = str(table_dir)
+    if "://" in folder:
+        return None
+    try:
+        with open(os.path.join(folder, "_delta_log", "_last_checkpoint"), "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
 def _empty(columns: list[str] | None) -> pa.Table:
     return pa.table({name: pa.array([], pa.null()) for name in columns or []})
 

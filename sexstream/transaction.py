@@ -40,7 +40,7 @@ from deltalake.transaction import (CommitProperties, PostCommitHookProperties, R
                                    create_table_with_add_actions)
 
 from sexstream.parts import PartFile, commit_schema, conform, delta_type, write_part
-from sexstream.tables import open_table
+from sexstream.tables import open_table, refresh
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: 
     its folder, with `description`). With no part, an existing table records the batch
     in an empty commit; a missing table stays missing (None). `replace` supersedes
     older rows in the same commit (see the module's doc). `table`: an open handle on
-    the table, brought up to date (`update_incremental`) rather than opened again.
+    the table, brought up to date (`tables.refresh`) rather than opened again.
 
     Concurrent writers (other processes, same or other app_id) are expected: on a
     commit conflict the table is reloaded, the transaction version re-checked, and the
@@ -135,7 +135,7 @@ def commit(table_dir: str | os.PathLike[str], parts: list[PartFile], *, app_id: 
             backoff = min(2 * backoff, MAX_BACKOFF_S)
         failure = None
         if table is not None:
-            table.update_incremental()
+            refresh(table, table_dir)
         else:
             table = open_table(table_dir)
         if table is not None:

@@ -22,8 +22,10 @@ log = logging.getLogger("sexstream")
 class Upkeep:
     """Runs `compact` on `sink` every `every` seconds (never two at once) until stopped."""
 
-    def __init__(self, sink: str, *, every: float, retention_hours: float, first_after: float | None = None):
+    def __init__(self, sink: str, *, every: float, retention_hours: float, first_after: float | None = None,
+                 log_retention_hours: float | None = None):
         self.sink = sink
+        self.log_retention_hours = log_retention_hours
         self.every = float(every)
         self.retention_hours = float(retention_hours)
         self.first_after = self.every if first_after is None else float(first_after)
@@ -36,8 +38,9 @@ class Upkeep:
     def argv(self) -> list[str]:
         nice = shutil.which("nice")
         prefix = [nice, "-n", "19"] if nice else []
-        return [*prefix, sys.executable, "-m", "streaming.cli", "compact", "--sink", self.sink,
-                "--retention-hours", str(self.retention_hours)]
+        logs = [] if self.log_retention_hours is None else ["--log-retention-hours", str(self.log_retention_hours)]
+        return [*prefix, sys.executable, "-m", "sexstream.cli", "compact", "--sink", self.sink,
+                "--retention-hours", str(self.retention_hours), *logs]
 
     def start(self) -> "Upkeep":
         if self.every > 0:

@@ -95,7 +95,8 @@ def run_daemon(settings: Settings, *, dashboard: bool = False, ui: bool = False,
         health.starting("waiting for the streaming query's first trigger")
         query, adapter = start_query(spark, settings, engine, checkpoint=settings.checkpoint, name="sexstream_run")
         upkeep = Upkeep(settings.sink, every=settings.maintenance_every,
-                        retention_hours=settings.retention_hours).start()
+                        retention_hours=settings.retention_hours,
+                        log_retention_hours=settings.log_retention_hours).start()
         monitor.attach(query, adapter, engine, upkeep)
         log.info("watching %s -> %s (checkpoint %s, query id %s, trigger %g s)", settings.raw,
                  settings.sink, settings.checkpoint, query.id, settings.trigger, extra={"event": "start", "data": {

@@ -42,3 +42,34 @@ def test_compact_merges_small_files_keeps_rows_and_vacuums_old_orphans(tmp_path)
 def test_compact_refuses_a_retention_that_could_eat_a_batch_in_progress(tmp_path):
     with pytest.raises(ValueError, match="batch"):
         maintenance.compact(str(tmp_path), retention_hours=0)
+
+
+def test_expired_log_entries_are_removed_and_a_kept_sink_handle_commits_on(tmp_path):
+    """The log holds what the retention window holds (each commit lists it); the daemon's
+    kept table handle is opened anew at the new checkpoint instead of missing the removed
+    entries."""
+    from sexstream.sink import Sink
+
+    sink = Sink(tmp_path / "sink")
+    log = os.path.join(sink.images, "_delta_log")
+
+    def commits(first, last):
+        for b in range(first, last):
+            t = pa.table({"path": [f"/raw/{b}.fits"], "n": pa.array([b], pa.int64())})
+            part = parts.write_part(sink.images, t, batch_id=b, task_tag="t0")
+            if not sink.holds("images", "app", b):
+                sink.commit("images", [part], app_id="app", batch_id=b)
+
+    commits(0, 150)
+    assert len([f for f in os.listdir(log) if f.endswith(".json")]) == 150
+    time.sleep(1.5)
+    maintenance.compact(str(sink.root), log_retention_hours=1 / 3600)
+    left = sorted(f for f in os.listdir(log) if f.endswith(".json"))
+    assert len(left) < 5, left  # the entries before the newest checkpoint are gone
+    assert open_table(sink.images).metadata().configuration["delta.logRetentionDuration"] == "interval 1 seconds"
+    commits(150, 160)  # the same Sink object, as the running daemon
+    table = open_table(sink.images)
+    assert table.transaction_version("app") == 159
+    assert sorted(read_table(sink.images, columns=["n"])["n"].to_pylist()) == list(range(160))
+    with pytest.raises(ValueError, match="positive"):
+        maintenance.compact(str(sink.root), log_retention_hours=0)

@@ -28,7 +28,10 @@ class Snapshot:
             if self._table is None:
                 self._table = open_table(self.path)
             else:
-                self._table.update_incremental()
+                try:
+                    self._table.update_incremental()
+                except Exception:  # noqa: BLE001 (the log was cleaned behind the handle): open it afresh
+                    self._table = open_table(self.path)
             version = -1 if self._table is None else self._table.version()
             if version != self.version:
                 self.version = version
