@@ -30,7 +30,7 @@ from sexstream import transaction
 from sexstream.index import Index, Verdict
 from sexstream.parts import PartFile
 from sexstream.schema import IMAGES, SOURCES, TABLES
-from sexstream.tables import last_checkpoint, open_table, refresh, table_path
+from sexstream.tables import KeptTable, table_path
 from sexstream.transaction import Replace
 
 log = logging.getLogger("sexstream")
@@ -44,8 +44,7 @@ class Sink:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = os.path.abspath(os.fspath(root))
         self.index = Index(self.root)
-        self._tables: dict[str, DeltaTable] = {}  # open handles, brought up to date on use
-        self._checkpoints: dict[str, bytes | None] = {}  # each handle's _last_checkpoint when opened
+        self._tables: dict[str, KeptTable] = {}  # open handles, brought up to date on use
 
     def __repr__(self) -> str:
         return f"Sink({self.root!r})"
@@ -70,23 +69,12 @@ class Sink:
 
     def table(self, name: str) -> DeltaTable | None:
         """Table `name` at its latest version; None before its first commit. The handle
-        is kept and brought up to date (`tables.refresh`: the log's new entries only)
-        rather than opened again, which reads the whole log state."""
-        table = self._tables.get(name)
-        marker = last_checkpoint(self.path(name))
-        if table is None or marker != self._checkpoints.get(name):
-            # opened anew at each new Delta checkpoint: a handle's log segment starts at the
-            # checkpoint it was opened at, and the maintenance removes expired log entries
-            # before the newest checkpoint (a kept handle would then miss them)
-            table = open_table(self.path(name))
-            if table is None:
-                self._tables.pop(name, None)
-            else:
-                self._tables[name] = table
-                self._checkpoints[name] = marker
-        else:
-            refresh(table, self.path(name))
-        return table
+        is kept and followed (`tables.KeptTable`: the log's new entries only) rather than
+        opened again, which reads the whole log state."""
+        kept = self._tables.get(name)
+        if kept is None:
+            kept = self._tables[name] = KeptTable(self.path(name))
+        return kept.latest()
 
     def holds(self, name: str, app_id: str, batch_id: int) -> bool:
         """True when table `name` already holds batch `batch_id` of `app_id` (or a later
@@ -98,7 +86,8 @@ class Sink:
     def schema_bytes(self, name: str) -> bytes | None:
         """Table `name`'s Arrow schema, IPC-serialized for the tasks (None: no table yet);
         as of the last `table`, `holds` or `commit`."""
-        table = self._tables.get(name) or self.table(name)
+        kept = self._tables.get(name)
+        table = kept.table if kept is not None and kept.table is not None else self.table(name)
         if table is None:
             return None
         return pa.schema(table.schema().to_arrow()).serialize().to_pybytes()

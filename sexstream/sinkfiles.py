@@ -4,7 +4,7 @@ the data), cached: what an operator watches to know when a sink needs compacting
 `SinkFiles(sink).tables()` gives, per table, the number of commits (its latest version
 + 1), the live data files, how many of them are small, their bytes, and when the latest
 commit was written. It keeps its own table handles and brings them up to date with the
-log's new entries only (`update_incremental`), at most once per `refresh_s`: a scrape
+log's new entries only (`tables.KeptTable`), at most once per `refresh_s`: a scrape
 every few seconds costs a dictionary look-up.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sexstream.schema import TABLES
-from sexstream.tables import open_table, table_path
+from sexstream.tables import KeptTable, table_path
 
 #: A live file under this size (bytes) counts as small. Streaming commits parts of a few
 #: KiB to a few MiB per batch; `sexstream compact` rewrites them into ~100 MiB files.
@@ -49,7 +49,7 @@ class SinkFiles:
         self.sink = os.fspath(sink)
         self.refresh_s = float(refresh_s)
         self.small_file_bytes = int(small_file_bytes)
-        self._handles: dict = {}
+        self._kept = {name: KeptTable(table_path(self.sink, name)) for name in TABLES}
         self._cache: tuple[float, tuple[TableFiles, ...]] | None = None
         self._lock = threading.Lock()
 
@@ -63,18 +63,9 @@ class SinkFiles:
 
     def _read(self, name: str) -> TableFiles | None:
         path = table_path(self.sink, name)
-        handle = self._handles.get(name)
+        handle = self._kept[name].latest()
         if handle is None:
-            handle = open_table(path)
-            if handle is None:
-                return None
-            self._handles[name] = handle
-        else:
-            try:
-                handle.update_incremental()
-            except Exception:  # noqa: BLE001 (e.g. the log was cleaned behind us): read it afresh
-                del self._handles[name]
-                return self._read(name)
+            return None
         version = handle.version()
         adds = pa.table(handle.get_add_actions(flatten=False))
         sizes = adds.column("size_bytes") if adds.num_rows else pa.array([], pa.int64())

@@ -63,17 +63,41 @@ def refresh(table: DeltaTable, table_dir: str | os.PathLike[str]) -> None:
     table.update_incremental()
 
 
-def last_checkpoint(table_dir: str | os.PathLike[str]) -> bytes | None:
+def _last_checkpoint(table_dir: str) -> bytes | None:
     """The bytes of the table's `_delta_log/_last_checkpoint` (None: none, or not local):
     they change when a new Delta checkpoint is written."""
-    folder = str(table_dir)
-    if "://" in folder:
+    if "://" in table_dir:
         return None
     try:
-        with open(os.path.join(folder, "_delta_log", "_last_checkpoint"), "rb") as fh:
+        with open(os.path.join(table_dir, "_delta_log", "_last_checkpoint"), "rb") as fh:
             return fh.read()
     except OSError:
         return None
+
+
+class KeptTable:
+    """A handle of the Delta table at `table_dir` kept between uses and followed to its
+    latest version (`latest`): `refresh` while the table's newest checkpoint is the one
+    it was opened at, opened anew at each new checkpoint (a handle's log segment starts
+    at the checkpoint it was opened at, and the maintenance removes expired log entries
+    before the newest one) or when following it fails. Not thread-safe."""
+
+    def __init__(self, table_dir: str | os.PathLike[str]) -> None:
+        self.path = str(table_dir)
+        self.table: DeltaTable | None = None
+        self._checkpoint: bytes | None = None
+
+    def latest(self) -> DeltaTable | None:
+        """The table at its latest version; None while it does not exist."""
+        marker = _last_checkpoint(self.path)
+        if self.table is not None and marker == self._checkpoint:
+            try:
+                refresh(self.table, self.path)
+                return self.table
+            except Exception:  # noqa: BLE001 (the log changed behind the handle): open it afresh
+                pass
+        self.table, self._checkpoint = open_table(self.path), marker
+        return self.table
 
 
 def _empty(columns: list[str] | None) -> pa.Table:

@@ -7,7 +7,7 @@ import threading
 
 import pyarrow as pa
 
-from sexstream.tables import open_table
+from sexstream.tables import KeptTable
 
 
 class Snapshot:
@@ -19,23 +19,16 @@ class Snapshot:
         #: The live files: path, size_bytes, num_records, null_count.*, min.*, max.*.
         self.files: pa.Table | None = None
         self.schema: pa.Schema | None = None
-        self._table = None
+        self._kept = KeptTable(self.path)
         self._lock = threading.Lock()
 
     def refresh(self) -> int:
         """Follow the table to its latest version; returns it (-1: no table)."""
         with self._lock:
-            if self._table is None:
-                self._table = open_table(self.path)
-            else:
-                try:
-                    self._table.update_incremental()
-                except Exception:  # noqa: BLE001 (the log was cleaned behind the handle): open it afresh
-                    self._table = open_table(self.path)
-            version = -1 if self._table is None else self._table.version()
+            table = self._kept.latest()
+            version = -1 if table is None else table.version()
             if version != self.version:
                 self.version = version
-                table = self._table
                 self.files = None if table is None else pa.table(table.get_add_actions(flatten=True))
                 self.schema = None if table is None else pa.schema(table.schema().to_arrow())
             return version
