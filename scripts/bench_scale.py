@@ -12,8 +12,10 @@ folders (old mtimes), all with their verdict in the sink (written through the pr
 own parts and commits, the verdict index built as a running daemon keeps it); then a real
 `sexstream run` (the default settings `make run` uses) on a fresh checkpoint: seconds
 from its start until a new CCD is committed, its latency p50/p95 for one W48-like CCD
-every 3 s (against bare SExtractor on the same CCD), its idle CPU over 20 s, its
-processes' RSS, and the same start again on the same checkpoint (restart).
+every 3 s (against bare SExtractor on the same CCD), its idle CPU over 20 s (the
+machine's busy time beside the idle daemon less the machine's own, measured before the
+daemon starts: every process counts, those that end in the window too), its processes'
+RSS, and the same start again on the same checkpoint (restart).
 
 Every figure is measured in the run that prints it; the machine is a shared 2-core VM,
 so compare within a run.
@@ -141,33 +143,57 @@ class Dropper(threading.Thread):
             nxt += self.every
 
 
-def commit_times(d: DaemonProcess) -> dict[str, float]:
-    """path -> when its images row was committed (the batch event's committed_at)."""
-    at = {b.batch_id: b.committed_at for b in read_batches(d.events)}
-    images = d_images(d)
+def commit_times(d: DaemonProcess, events: list | None = None) -> dict[str, float]:
+    """path -> when its images row was committed (the batch event's committed_at), for the
+    batch events `events` (all by default); only their batches' files are read (the
+    table's statistics on batch_id)."""
+    at = {b.batch_id: b.committed_at for b in (read_batches(d.events) if events is None else events)}
+    if not at:
+        return {}
+    images = d_images(d, [("batch_id", "in", sorted(at))])
     return {p: at[b] for p, b in zip(images["path"], images["batch_id"]) if b in at}
 
 
-def d_images(d: DaemonProcess) -> dict:
+def d_images(d: DaemonProcess, filters=None) -> dict:
     from sexstream.tables import read_table
 
-    t = read_table(d.sink / "images", columns=["path", "batch_id"])
+    t = read_table(d.sink / "images", columns=["path", "batch_id"], filters=filters)
     return {"path": t["path"].to_pylist(), "batch_id": t["batch_id"].to_pylist()} if t.num_rows else \
         {"path": [], "batch_id": []}
 
 
-def tree_cpu(d: DaemonProcess) -> float:
-    """CPU seconds (user + system) used so far by the daemon's live process tree, its
-    reaped children's included (a worker that ended keeps counting through its parent)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in d.tree():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+class Commits:
+    """The commit times of a daemon's files, read as batches come: `poll()` reads the rows
+    of the batch events that appeared since the last poll, and nothing when none did (a
+    benchmark that read the whole table twice a second would take ~5% of this machine's
+    CPU from the daemon it measures)."""
+
+    def __init__(self, d: DaemonProcess):
+        self.d = d
+        self.done: dict[str, float] = {}
+        self.seen = 0  # batch events read
+
+    def poll(self) -> dict[str, float]:
+        events = read_batches(self.d.events)
+        if len(events) > self.seen:
+            self.done.update(commit_times(self.d, events[self.seen:]))
+            self.seen = len(events)
+        return self.done
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (user, nice, system, irq, softirq of
+    /proc/stat; not idle, iowait or time stolen by the hypervisor)."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()[1:]
+    return sum(int(fields[k]) for k in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_over(seconds: float) -> float:
+    """The machine's busy CPU seconds over the next `seconds` (this process sleeps)."""
+    c0 = machine_busy()
+    time.sleep(seconds)
+    return machine_busy() - c0
 
 
 def tree_rss_mib(d: DaemonProcess) -> float:
@@ -177,14 +203,12 @@ def tree_rss_mib(d: DaemonProcess) -> float:
 def wait_committed(d: DaemonProcess, drop: Dropper, timeout: float = 600) -> dict[str, float]:
     """path -> commit time of every file `drop` dropped, once all are committed."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        done = commit_times(d)
-        if len(drop.dropped) == drop.count and all(p in done for p in drop.dropped):
-            return {p: done[p] for p in drop.dropped}
-        if not d.running:
-            raise SystemExit(f"daemon exited:\n{d.tail()}")
-        time.sleep(0.5)
-    raise SystemExit(f"not all of {drop.count} CCDs committed within {timeout:.0f} s:\n{d.tail()}")
+    while drop.is_alive() or len(drop.dropped) < drop.count:
+        if time.time() > deadline:
+            raise SystemExit(f"{drop.count} CCDs not dropped within {timeout:.0f} s")
+        time.sleep(0.2)
+    done = drain(d, set(drop.dropped), max(deadline - time.time(), 1.0))
+    return {p: done[p] for p in drop.dropped}
 
 
 def run_daemon_case(root: Path, bases: list[Path], label: str, ccds: int = 20) -> dict:
@@ -193,7 +217,9 @@ def run_daemon_case(root: Path, bases: list[Path], label: str, ccds: int = 20) -
     CPU and RSS; restart it on the same checkpoint and time its first new CCD again."""
     d = DaemonProcess(root, raw=root / "raw", sink=root / "sink", checkpoint=root / f"checkpoint-{label}",
                       flags=["--keys", KEYS, "--fitskeys", FITSKEYS])
-    out: dict = {}
+    # the daemon's idle CPU is the machine's busy time beside it, less the machine's own
+    # (every process counts, those that end in the window too)
+    out: dict = {"machine_idle_s_per_20s": busy_over(20)}
     try:
         for phase in ("start", "restart"):
             t0 = time.time()
@@ -210,9 +236,7 @@ def run_daemon_case(root: Path, bases: list[Path], label: str, ccds: int = 20) -
                 out["latency_p95_s"] = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
                 out["latency_max_s"] = lat[-1]
                 time.sleep(5)
-                c0 = tree_cpu(d)
-                time.sleep(20)
-                out["idle_cpu_s_per_20s"] = tree_cpu(d) - c0
+                out["idle_cpu_s_per_20s"] = busy_over(20) - out["machine_idle_s_per_20s"]
                 out["rss_mib"] = tree_rss_mib(d)
                 out["driver_rss_mib"] = (rss_kib(d.pid) or 0) / 1024
             code = d.sigterm(120)
@@ -259,8 +283,10 @@ def cmd_history(args) -> int:
 
 
 def cmd_commits(args) -> int:
-    """Commit and open cost of a sink's table after 100 and `--to` commits, as the daemon
-    pays them: one part per commit through `Sink` (a kept table handle brought up to date
+    """Commit and open cost of a sink's table over commits 100-199 and the 100 before
+    `--to` (one checkpoint cycle each: an open reads the newest checkpoint and replays the
+    commits after it, so a single open depends on where in the cycle it falls), as the
+    daemon pays them: one part per commit through `Sink` (a kept table handle brought up to date
     incrementally, the held-batch check first), Delta checkpoints every 100 commits, and
     the daemon's maintenance (`maintenance.compact`, what `Upkeep` runs) every
     `--compact-every` commits (3,600: one commit a second between hourly runs)."""
@@ -293,8 +319,9 @@ def cmd_commits(args) -> int:
 
     results = {}
     b, t_start, compactions = 0, time.monotonic(), 0
-    for mark in (100, args.to):
-        while b < mark - 20:
+    marks = (200, args.to)
+    for mark in marks:  # measured over the 100 commits before the mark: one checkpoint cycle
+        while b < mark - 100:
             one(b)
             b += 1
             if b % args.compact_every == 0:
@@ -303,21 +330,24 @@ def cmd_commits(args) -> int:
                 compactions += 1
             if b % 2000 == 0:
                 print(f"  {b} commits, {time.monotonic() - t_start:.0f} s", flush=True)
-        times = [one(b + k) for k in range(20)]
-        b += 20
+        times, opens = [], []
+        for k in range(100):  # an open costs the newest checkpoint plus the commits after it
+            times.append(one(b))
+            b += 1
+            opens.append(open_only())
         files = len(open_table(table).file_uris())
         entries = len(os.listdir(os.path.join(table, "_delta_log")))
         results[mark] = (statistics.median(times), statistics.median(opening() for _ in range(5)), files, entries,
-                         statistics.median(open_only() for _ in range(5)))
-        print(f"after {mark} commits: commit {results[mark][0] * 1000:.0f} ms (spread "
-              f"{min(times) * 1000:.0f}-{max(times) * 1000:.0f}), open+read {results[mark][1] * 1000:.0f} ms, "
-              f"{files} live files, {entries} log entries, {compactions} compactions, "
-              f"open {results[mark][4] * 1000:.0f} ms", flush=True)
-    (lo_c, lo_o, lo_f, lo_e, lo_p), (hi_c, hi_o, hi_f, hi_e, hi_p) = results[100], results[args.to]
-    print(f"| commits | commit (median of 20) | open (median of 5) | open + read all rows | live files | log entries |\n"
+                         statistics.median(opens))
+        print(f"commits {mark - 100}-{mark - 1}: commit {results[mark][0] * 1000:.0f} ms (spread "
+              f"{min(times) * 1000:.0f}-{max(times) * 1000:.0f}), open {results[mark][4] * 1000:.0f} ms (spread "
+              f"{min(opens) * 1000:.0f}-{max(opens) * 1000:.0f}), then open+read {results[mark][1] * 1000:.0f} ms, "
+              f"{files} live files, {entries} log entries, {compactions} compactions", flush=True)
+    (lo_c, lo_o, lo_f, lo_e, lo_p), (hi_c, hi_o, hi_f, hi_e, hi_p) = (results[m] for m in marks)
+    print(f"| commits | commit (median of 100) | open (median over the same 100) | open + read all rows | live files | log entries |\n"
           f"|---|---|---|---|---|---|\n"
-          f"| 100 | {lo_c * 1000:.0f} ms | {lo_p * 1000:.0f} ms | {lo_o * 1000:.0f} ms | {lo_f} | {lo_e} |\n"
-          f"| {args.to:,} | {hi_c * 1000:.0f} ms ({hi_c / lo_c:.2f}x) | {hi_p * 1000:.0f} ms ({hi_p / lo_p:.2f}x) "
+          f"| 100-199 | {lo_c * 1000:.0f} ms | {lo_p * 1000:.0f} ms | {lo_o * 1000:.0f} ms | {lo_f} | {lo_e} |\n"
+          f"| {args.to - 100:,}-{args.to - 1:,} | {hi_c * 1000:.0f} ms ({hi_c / lo_c:.2f}x) | {hi_p * 1000:.0f} ms ({hi_p / lo_p:.2f}x) "
           f"| {hi_o * 1000:.0f} ms ({hi_o / lo_o:.2f}x) | {hi_f} | {hi_e} |")
     shutil.rmtree(root, ignore_errors=True)
     return 0
@@ -335,15 +365,18 @@ def instant_catalog(path: Path) -> None:
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path, overwrite=True)
 
 
-def drain(d: DaemonProcess, paths: set[str], timeout: float) -> dict[str, float]:
+def drain(d: DaemonProcess, paths: set[str], timeout: float, commits: Commits | None = None) -> dict[str, float]:
+    """Wait until every path of `paths` is committed; their commit times (`commits`: the
+    reader of commit times to go on with; a new one reads the batches from now on)."""
+    commits = commits or Commits(d)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        done = commit_times(d)
+        done = commits.poll()
         if paths <= set(done):
             return done
         if not d.running:
             raise SystemExit(f"daemon exited:\n{d.tail()}")
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise SystemExit(f"not drained in {timeout} s:\n{d.tail()}")
 
 
@@ -385,7 +418,9 @@ def bare_parallel(folder: Path) -> float:
     return float(out.split("wall_s=")[1].split()[0])
 
 
-def warm_daemon(work: Path) -> DaemonProcess:
+def warm_daemon(work: Path, name: str | None = None) -> DaemonProcess:
+    """A daemon over work/raw that has measured one CCD of its own (a new file: one the
+    sink already holds would be skipped, and the daemon would still be cold)."""
     d = DaemonProcess(work, raw=work / "raw", sink=work / "sink", checkpoint=work / "checkpoint",
                       flags=["--keys", KEYS, "--fitskeys", FITSKEYS])
     d.start()
@@ -393,41 +428,45 @@ def warm_daemon(work: Path) -> DaemonProcess:
         if not d.running:
             raise SystemExit(d.tail())
         time.sleep(0.2)
-    warm = work / "warm.fits"
+    warm = work / f"{name or f'warm-{time.time_ns()}'}.fits"
     shutil.copyfile(next((work / "bases").glob("*.fits")), warm)
-    os.replace(warm, work / "raw" / "warm.fits")
-    drain(d, {str(work / "raw" / "warm.fits")}, 300)
+    os.replace(warm, work / "raw" / warm.name)
+    drain(d, {str(work / "raw" / warm.name)}, 300)
     return d
 
 
 def cmd_burst(args) -> int:
+    """Rounds of: bare parallel SExtractor, then the burst into a warm daemon; each round's
+    ratio is against the mean of the bare runs before and after it (this VM's speed drifts
+    by 20% within minutes)."""
     work = Path(args.work) / "burst"
     bases = sorted((work / "bases").glob("*.fits")) if (work / "bases").is_dir() else []
     if len(bases) < args.n:
         bases = synthetic.make_night(work / "bases", args.n, seed=48, overwrite=True, **W48)
-    rounds = []
+    bares, daemons = [bare_parallel(work / "bases")], []
     for r in range(args.repeat):
-        bare = bare_parallel(work / "bases")
-        d = warm_daemon(work)
+        d = warm_daemon(work, f"warm-{os.getpid()}-{r}")
         try:
-            stage = work / f"stage-{r}"
+            stage = work / f"stage-{os.getpid()}-{r}"
             stage.mkdir()
             for b in bases:
                 os.link(b, stage / b.name)
+            burst = work / "raw" / stage.name.replace("stage", "burst")
             t0 = time.time()
-            os.rename(stage, work / "raw" / f"burst-{r}")
-            done = drain(d, {str(work / "raw" / f"burst-{r}" / b.name) for b in bases}, 900)
-            seconds = max(done.values()) - t0
+            os.rename(stage, burst)
+            done = drain(d, {str(burst / b.name) for b in bases}, 900)
+            daemons.append(max(done.values()) - t0)
             d.sigterm(120)
         finally:
             d.stop()
-        rounds.append((bare, seconds))
-        print(f"round {r + 1}: bare parallel {bare:.2f} s, daemon {seconds:.2f} s: {bare / seconds:.2f} of bare",
-              flush=True)
-    ratios = [b / s for b, s in rounds]
-    print(f"| burst of {args.n} W48-like CCDs into the warm daemon | bare parallel {statistics.median(r[0] for r in rounds):.2f} s "
-          f"| daemon {statistics.median(r[1] for r in rounds):.2f} s | **{statistics.median(ratios):.2f} of bare** "
-          f"(rounds {min(ratios):.2f}-{max(ratios):.2f}) |")
+        bares.append(bare_parallel(work / "bases"))
+        bare = (bares[-2] + bares[-1]) / 2
+        print(f"round {r + 1}: bare parallel {bares[-2]:.2f} s / {bares[-1]:.2f} s (before / after), "
+              f"daemon {daemons[-1]:.2f} s: {bare / daemons[-1]:.2f} of bare", flush=True)
+    ratios = [(bares[k] + bares[k + 1]) / 2 / daemons[k] for k in range(len(daemons))]
+    print(f"| burst of {args.n} W48-like CCDs into the warm daemon | bare parallel {statistics.median(bares):.2f} s "
+          f"| daemon {statistics.median(daemons):.2f} s | **{statistics.median(ratios):.2f} of bare** "
+          f"(median of {len(ratios)} rounds, {min(ratios):.2f}-{max(ratios):.2f}) |")
     return 0
 
 
@@ -436,27 +475,31 @@ def cmd_sustained(args) -> int:
     bases = sorted((work / "bases").glob("*.fits")) if (work / "bases").is_dir() else []
     if len(bases) < 48:
         bases = synthetic.make_night(work / "bases", 48, seed=48, overwrite=True, **W48)
-    capacity = len(bases) / bare_parallel(work / "bases")
+    before = [bare_parallel(work / "bases") for _ in range(3)]
+    capacity = len(bases) / statistics.median(before)
     rate = args.share * capacity
     d = warm_daemon(work)
     try:
         count = int(rate * args.minutes * 60)
-        drop = Dropper(work / "raw", bases, 1.0 / rate, count, "sustained")
+        drop = Dropper(work / "raw", bases, 1.0 / rate, count, f"sustained-{os.getpid()}")
         t0 = time.time()
         drop.start()
         backlog = []
+        commits = Commits(d)
         while drop.is_alive():
             time.sleep(10)
-            done = commit_times(d)
+            done = commits.poll()
             backlog.append((time.time() - t0, len(drop.dropped) - sum(p in done for p in drop.dropped)))
-        done = drain(d, set(drop.dropped), 900)
+        done = drain(d, set(drop.dropped), 900, commits)
         lat = sorted(done[p] - t for p, t in drop.dropped.items())
         d.sigterm(120)
     finally:
         d.stop()
+    after = bare_parallel(work / "bases")
     half = len(backlog) // 2
-    print(f"bare capacity {capacity:.2f} CCD/s; offered {rate:.2f} CCD/s ({args.share:.2f}) for {args.minutes} min: "
-          f"{count} CCDs")
+    print(f"bare capacity {capacity:.2f} CCD/s (bare parallel runs before: {', '.join(f'{b:.2f}' for b in before)} s; "
+          f"after: {after:.2f} s, {len(bases) / after:.2f} CCD/s); offered {rate:.2f} CCD/s ({args.share:.2f}) "
+          f"for {args.minutes} min: {count} CCDs")
     print(f"backlog (dropped, not committed) every 10 s: {[b for _, b in backlog]}")
     print(f"| sustained {args.share:.2f} of bare capacity, {args.minutes} min | backlog max first half "
           f"{max(b for _, b in backlog[:half] or [(0, 0)])}, second half {max(b for _, b in backlog[half:] or [(0, 0)])} "
@@ -487,7 +530,7 @@ def main(argv=None) -> int:
     c.set_defaults(func=cmd_ceiling)
     b = sub.add_parser("burst")
     b.add_argument("-n", type=int, default=48)
-    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--repeat", type=int, default=5)
     b.add_argument("--work", default="/work/bench-scale")
     b.set_defaults(func=cmd_burst)
     s = sub.add_parser("sustained")

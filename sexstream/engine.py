@@ -26,6 +26,7 @@ its worker die twice (`sexstream.inflight`): one poison file never stops the str
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ import pyarrow as pa
 
 import pyarrow.parquet as pq
 
-from sexstream import artifacts, extractor, inflight, parts
+from sexstream import artifacts, extractor, inflight, parts, sandbox
 from sexstream.extractor import Plan
 from sexstream.index import mtime_us
 from sexstream.parts import PartFile
@@ -53,8 +54,9 @@ log = logging.getLogger("sexstream")
 
 #: Phases of a batch, in order, as `Hooks.phase` receives them.
 PHASES = ("planned", "parts_written", "sources_committed", "images_committed")
-#: Tasks per executor core when `files_per_task` is 0 (auto).
-TASKS_PER_CORE = 3
+#: Tasks per executor core when `files_per_task` is 0 (auto): each task costs Spark
+#: ~80 ms of a core; two per core still balance the cores when images differ in size.
+TASKS_PER_CORE = 2
 #: Verdicts that end an image's processing for its bytes and config: an "incomplete"
 #: file is measured again once its bytes change, never again for the same bytes.
 FINAL = ("ok", "failed", "incomplete")
@@ -210,37 +212,46 @@ def _already_measured(path: str, known: str) -> bool:
         return False
 
 
+def _run_item(spec: TaskSpec, item: Item, markers: inflight.Inflight | None, worker: sandbox.Worker,
+              records: list, sources: list, outcomes: list) -> None:
+    """One item of a task: skipped, recorded unmeasured, or measured by `worker`'s child;
+    its record, sources and outcome appended to the task's lists."""
+    known = spec.known.get(item.path)
+    if known and _already_measured(item.path, known):
+        outcomes.append(ImageOutcome(item.path, "skipped", 0, "already measured with this config"))
+        return
+    deaths = markers.deaths(item.path) if markers is not None else 0
+    if item.stalled:
+        result = extractor.unmeasured(item.path, spec.plan, "incomplete", STALLED)
+    elif deaths >= inflight.QUARANTINE_DEATHS:
+        result = extractor.unmeasured(item.path, spec.plan, "failed",
+                                      f"quarantined: the worker measuring it died {deaths} times")
+    else:
+        marker = markers.begin(item.path) if markers is not None else None
+        result = extractor.extract(item.path, spec.plan, worker=worker)
+        if marker is not None:
+            markers.end(marker)
+    if result.artifacts:  # the image's PSF model, kept in the sink; its row names it
+        result.record.update(artifacts.store(spec.sink, result.record, result.artifacts))
+    r = result.record
+    records.append(r)
+    if result.sources is not None and result.sources.num_rows:
+        sources.append(stamp(result.sources, spec.batch_id, spec.ingest_time))
+    outcomes.append(ImageOutcome(item.path, r["status"], r["n_sources"], r["reason"],
+                                 r["started"].timestamp()))
+
+
 def run_task(spec: TaskSpec, index: int, items: Iterable[Item]) -> TaskResult:
     """Measure `items`, write one Parquet part per table still missing the batch, and
     return the outcomes and parts. Never raises for an image (see `extract`)."""
     schemas = {t: (pa.ipc.read_schema(pa.py_buffer(b)) if b else None) for t, b in spec.schemas.items()}
     markers = inflight.Inflight(spec.inflight) if spec.inflight else None
     records, sources, outcomes = [], [], []
-    for item in items:
-        known = spec.known.get(item.path)
-        if known and _already_measured(item.path, known):
-            outcomes.append(ImageOutcome(item.path, "skipped", 0, "already measured with this config"))
-            continue
-        deaths = markers.deaths(item.path) if markers is not None else 0
-        if item.stalled:
-            result = extractor.unmeasured(item.path, spec.plan, "incomplete", STALLED)
-        elif deaths >= inflight.QUARANTINE_DEATHS:
-            result = extractor.unmeasured(item.path, spec.plan, "failed",
-                                          f"quarantined: the worker measuring it died {deaths} times")
-        else:
-            marker = markers.begin(item.path) if markers is not None else None
-            result = extractor.extract(item.path, spec.plan)
-            if marker is not None:
-                markers.end(marker)
-        if result.artifacts:  # the image's PSF model, kept in the sink; its row names it
-            result.record.update(artifacts.store(spec.sink, result.record, result.artifacts))
-        r = result.record
-        records.append(r)
-        if result.sources is not None and result.sources.num_rows:
-            sources.append(stamp(result.sources, spec.batch_id, spec.ingest_time))
-        outcomes.append(ImageOutcome(item.path, r["status"], r["n_sources"], r["reason"],
-                                     r["started"].timestamp()))
+    with sandbox.Worker() as worker:  # one measuring child for the task's images
+        for item in items:
+            _run_item(spec, item, markers, worker, records, sources, outcomes)
     written = []
+
     tag = f"t{index:05d}"
     if SOURCES in spec.tables and sources:
         table = parts.concat(sources, schemas.get(SOURCES))
@@ -292,8 +303,8 @@ class Engine:
     """Plans, runs and commits the batches of one app (a streaming query: `app_id` is its
     id, persisted in its checkpoint) into `sink` with `plan`.
 
-    `hooks`, and `files_per_task` (0: auto, one image per task up to `TASKS_PER_CORE`
-    tasks per core). The engine recovers the images commits that a driver which died
+    `hooks`, and `files_per_task` (0: auto, up to `TASKS_PER_CORE` tasks per core, of
+    about equal bytes). The engine recovers the images commits that a driver which died
     between a batch's two commits left pending (`Sink.recover`) before its first batch."""
 
     def __init__(self, sink: Sink, plan: Plan, *, app_id: str | None = None,
@@ -331,20 +342,31 @@ class Engine:
 
     def slices(self, n: int, parallelism: int) -> int:
         """Tasks for a batch of `n` images: `files_per_task` images each, or with 0
-        (auto) one image per task up to `TASKS_PER_CORE` tasks per core."""
+        (auto) up to `TASKS_PER_CORE` tasks per core."""
         if self.files_per_task:
             return max(1, math.ceil(n / self.files_per_task))
         return max(1, min(n, TASKS_PER_CORE * max(1, parallelism)))
 
     def groups(self, items: Sequence[Item], parallelism: int, alone: set[str] = frozenset()) -> list[list[Item]]:
-        """`items` cut into task-sized groups (contiguous); each path of `alone` gets a
-        group of its own."""
+        """`items` cut into task-sized groups of about equal bytes (the largest first, each
+        to the lightest group: SExtractor's time grows with the pixels), the heaviest group
+        first; each path of `alone` gets a group of its own."""
         solo = [[i] for i in items if i.path in alone]
         rest = [i for i in items if i.path not in alone]
         if not rest:
             return solo
-        size = math.ceil(len(rest) / self.slices(len(rest), parallelism))
-        return solo + [rest[k:k + size] for k in range(0, len(rest), size)]
+        k = self.slices(len(rest), parallelism)
+        if self.files_per_task:  # a fixed count per task, as asked
+            size = math.ceil(len(rest) / k)
+            return solo + [rest[j:j + size] for j in range(0, len(rest), size)]
+        loads = [(0, g) for g in range(k)]  # (bytes, group) as a heap
+        out: list[list[Item]] = [[] for _ in range(k)]
+        for item in sorted(rest, key=lambda i: -(i.length or 0)):
+            load, g = heapq.heappop(loads)
+            out[g].append(item)
+            heapq.heappush(loads, (load + max(item.length or 0, 1), g))
+        weight = {g: load for load, g in loads}
+        return solo + [out[g] for g in sorted(range(k), key=lambda g: -weight[g]) if out[g]]
 
     def plan(self, batch_id: int, items: Sequence[Item]) -> BatchPlan | None:
         """The batch's plan; None when there is nothing to do (no item, or every table

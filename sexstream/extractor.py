@@ -306,9 +306,14 @@ def _attempt(phase, path: Path, plan: Plan, tmp_root: str | None) -> Attempt:
         return Attempt("failed", f"internal error: {sandbox.one_line(exc)} (while {where[0]})", fields)
 
 
-def _isolated(path: Path, plan: Plan, tmp_root: str | None) -> Attempt:
-    """`_attempt` in a forked child: an exception, a hang or a death is a verdict too."""
-    out = sandbox.call(_attempt, path, plan, tmp_root, bound=plan.timeout + SANDBOX_GRACE_S)
+def _isolated(path: Path, plan: Plan, tmp_root: str | None, worker: sandbox.Worker | None) -> Attempt:
+    """`_attempt` in a forked child (`worker`'s, or one of its own): an exception, a hang
+    or a death is a verdict too."""
+    bound = plan.timeout + SANDBOX_GRACE_S
+    if worker is None:
+        out = sandbox.call(_attempt, path, plan, tmp_root, bound=bound)
+    else:
+        out = worker.call(_attempt, path, plan, tmp_root, bound=bound)
     if out.ok:
         return out.value
     where = f" (while {out.phase})" if out.phase else ""
@@ -362,14 +367,17 @@ def unmeasured(path: str | Path, plan: Plan, status: str, reason: str) -> ImageR
     return ImageResult(record, None)
 
 
-def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolate: bool = True) -> ImageResult:
+def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolate: bool = True,
+            worker: sandbox.Worker | None = None) -> ImageResult:
     """Measure one image. Never raises, whatever the image does: the record's status and
     reason say what happened ("ok", "failed" or "incomplete").
 
     Transient failures (a SExtractor timeout or signal, an I/O error) are tried again,
     `plan.retries` times. With `isolate` (the default) every attempt runs in a forked
     child bounded by `plan.timeout` (+2 s): a hang anywhere is cut ("no verdict within
-    N s"), and a child that dies is tried once more, then the file is quarantined."""
+    N s"), and a child that dies is tried once more, then the file is quarantined. A
+    `worker` (`sexstream.sandbox.Worker`) measures the images of one task in one child
+    (the fork paid once); without it every attempt forks its own."""
     t0 = time.monotonic()
     path = Path(os.path.abspath(path))
     if (tmp_root or "") not in _swept:
@@ -382,7 +390,7 @@ def extract(path: str | Path, plan: Plan, *, tmp_root: str | None = None, isolat
     attempt = None
     while True:
         record["attempts"] += 1
-        attempt = _isolated(path, plan, tmp_root) if isolate else _attempt(lambda _: None, path, plan, tmp_root)
+        attempt = _isolated(path, plan, tmp_root, worker) if isolate else _attempt(lambda _: None, path, plan, tmp_root)
         record.update(attempt.fields)
         record["status"], record["reason"] = attempt.status, attempt.reason
         if attempt.died:

@@ -165,9 +165,9 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
             log_retention_hours: float | None = None) -> list[CompactReport]:
     """Cluster (sources, see `cluster_sources`; `full` merges every run into one) or
     optimize (images), then vacuum every table of `sink` and remove its expired log
-    entries (older than `log_retention_hours`, set as the table's
-    delta.logRetentionDuration; None: the table's own, Delta's default 30 days); returns
-    one report per table."""
+    entries (older than `log_retention_hours`, set as the table's history window, see
+    `keep_log`; None: the table's own, Delta's defaults of 30 days of log and 7 days of
+    tombstones); returns one report per table."""
     from sexstream.schema import SOURCES, TABLES
     from sexstream.sink import Sink
     from sexstream.tables import open_table, table_path
@@ -186,6 +186,8 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
         before = len(table.file_uris())
         clustered = None
         if not dry_run:
+            if keep_log(table, log_retention_hours):  # first: the checkpoint below honours it
+                table = open_table(path)
             clustered = cluster_sources(sink, full=full) if cluster and name == SOURCES else None
             if clustered is None or clustered.skipped:
                 table.optimize.compact(target_size=target_size)
@@ -194,24 +196,32 @@ def compact(sink: str, *, retention_hours: float = 168.0, target_size: int | Non
         removed = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                enforce_retention_duration=False, full=True)
         if not dry_run:
-            if keep_log(table, log_retention_hours):
-                table = open_table(path)  # cleanup_metadata reads the property from its snapshot
             table.cleanup_metadata()
         reports.append(CompactReport(name, before, len(table.file_uris()), len(removed),
                                      clustered.line() if clustered else None))
     return reports
 
 
+#: The table properties that say how far back a table's history reaches: log entries
+#: (time travel) and tombstones (the removed files a checkpoint still lists).
+HISTORY_PROPERTIES = ("delta.logRetentionDuration", "delta.deletedFileRetentionDuration")
+
+
 def keep_log(table, hours: float | None) -> bool:
-    """Set the table's delta.logRetentionDuration to `hours` (a commit of its own, only
-    when it differs; True then); None leaves it."""
+    """Keep `hours` of the table's history: its delta.logRetentionDuration (log entries
+    older are removed by the cleanup) and delta.deletedFileRetentionDuration (tombstones
+    older are left out of the next checkpoints, so a table open reads the live files, not
+    every file compacted away in the last 7 days); a commit of its own, only when they
+    differ (True then). None leaves them. Removed files themselves stay on disk until
+    the vacuum's own retention."""
     if hours is None:
         return False
     if hours <= 0:
         raise ValueError(f"the log retention must be positive, not {hours:g} h")
     wanted = f"interval {max(1, round(hours * 3600))} seconds"
-    if table.metadata().configuration.get("delta.logRetentionDuration") != wanted:
-        table.alter.set_table_properties({"delta.logRetentionDuration": wanted})
+    config = table.metadata().configuration
+    if any(config.get(p) != wanted for p in HISTORY_PROPERTIES):
+        table.alter.set_table_properties({p: wanted for p in HISTORY_PROPERTIES})
         return True
     return False
 

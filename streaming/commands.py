@@ -21,7 +21,7 @@ def add_spark_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-files-per-trigger", type=int, dest="max_files_per_trigger",
                    help="at most this many images per micro-batch")
     p.add_argument("--files-per-task", type=int, dest="files_per_task",
-                   help="images handed to one Spark task (default 0: auto, one each up to 3 tasks per core)")
+                   help="images handed to one Spark task (default 0: auto, up to 2 tasks per core of about equal bytes)")
     p.add_argument("--ui", action="store_true", help="enable Spark's web UI")
     p.add_argument("--verbose", "-v", action="store_true")
 

@@ -207,3 +207,19 @@ def test_a_task_failure_that_is_no_images_fault_fails_the_batch(tmp_path, frames
     with pytest.raises(TaskFailed, match="the disk is full"):
         engine.run(0, items(frames[:1]), Broken())
     assert Sink(tmp_path / "sink").table("images") is None
+
+
+def test_tasks_carry_about_equal_bytes_and_suspects_run_alone(tmp_path):
+    engine = Engine(Sink(tmp_path / "sink"), plan=None)
+    sizes = [900, 100, 100, 100, 100, 100, 100, 100, 100, 100, 500, 400]
+    items = [Item(f"/raw/f{i:02d}.fits", length=n) for i, n in enumerate(sizes)]
+    groups = engine.groups(items, parallelism=2)
+    assert len(groups) == 4  # two tasks per core
+    assert sorted(i.path for g in groups for i in g) == sorted(i.path for i in items)
+    loads = [sum(i.length for i in g) for g in groups]
+    assert loads == sorted(loads, reverse=True)  # the heaviest task starts first
+    assert loads == [900, 600, 600, 600]  # the largest image alone, the rest spread evenly
+    alone = engine.groups(items, parallelism=2, alone={"/raw/f00.fits"})
+    assert alone[0] == [items[0]] and all(items[0] not in g for g in alone[1:])
+    fixed = Engine(Sink(tmp_path / "sink"), plan=None, files_per_task=5).groups(items, parallelism=2)
+    assert [len(g) for g in fixed] == [4, 4, 4]  # at most 5 each, in as few tasks as that allows
