@@ -24,7 +24,6 @@ so compare within a run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -389,6 +388,14 @@ def drain(d: DaemonProcess, paths: set[str], timeout: float, commits: Commits | 
     raise SystemExit(f"not drained in {timeout} s:\n{d.tail()}")
 
 
+def stand_in(work: Path) -> tuple[Path, Path]:
+    """(binary, catalog template) of the stand-in SExtractor in `work`; the binary copies
+    the template named by SEXSTREAM_DOUBLE_CATALOG, which the caller sets."""
+    catalog = work / "template.fits"
+    instant_catalog(catalog)
+    return instant_binary(work), catalog
+
+
 def instant_binary(work: Path) -> Path:
     """The stand-in SExtractor: the compiled one when a C compiler is here (a Python
     start per image would cost more than the driver's work being measured), else the
@@ -414,10 +421,9 @@ def cmd_child(args) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="sexstream-child-"))
     try:
-        catalog = work / "template.fits"
-        instant_catalog(catalog)
+        binary, catalog = stand_in(work)
         os.environ["SEXSTREAM_DOUBLE_CATALOG"] = str(catalog)
-        plan = plan_for(binary=str(instant_binary(work)))
+        plan = plan_for(binary=str(binary))
         files = []
         for i in range(args.images):
             files.append(work / f"f{i:04d}.fits")
@@ -453,9 +459,7 @@ def cmd_child(args) -> int:
 
 def cmd_ceiling(args) -> int:
     work = Path(tempfile.mkdtemp(prefix="sexstream-ceiling-"))
-    catalog = work / "template.fits"
-    instant_catalog(catalog)
-    binary = instant_binary(work)
+    binary, catalog = stand_in(work)
     stage = work / "stage"
     stage.mkdir()
     for i in range(args.files):
@@ -475,10 +479,9 @@ def cmd_ceiling(args) -> int:
         seconds = max(done.values()) - t0
         print(f"| stand-in SExtractor ({binary.name}, returns at once) | {args.files} files, {args.batch} per batch | "
               f"{seconds:.1f} s | **{args.files / seconds:.0f} files/s** through discovery, planning and commit |")
-        for line in Path(d.events).read_text().splitlines():  # where the seconds went
-            b = json.loads(line)
-            print(f"  batch {b['batch_id']}: {b['files']} files, plan {b['plan_s']:.2f} s, "
-                  f"tasks {b['tasks_s']:.1f} s, commit {b['commit_s']:.2f} s, {b['seconds']:.1f} s in all")
+        for b in read_batches(d.events):  # where the seconds went
+            print(f"  batch {b.batch_id}: {b.files} files, plan {b.plan_s:.2f} s, tasks {b.tasks_s:.1f} s, "
+                  f"commit {b.commit_s:.2f} s, {b.seconds:.1f} s in all")
         d.sigterm(120)
     finally:
         d.stop()

@@ -39,6 +39,9 @@ class BatchLine:
     seconds: float
     lag_s: float | None
     committed_at: float | None = None  # epoch seconds
+    plan_s: float | None = None  # the batch's phases (seconds), for benchmarks
+    tasks_s: float | None = None
+    commit_s: float | None = None
 
 
 def read_batches(path: Path) -> list[BatchLine]:
@@ -54,7 +57,8 @@ def read_batches(path: Path) -> list[BatchLine]:
         except json.JSONDecodeError:
             continue  # a line cut by a kill -9 mid-write
         out.append(BatchLine(d["batch_id"], d["files"], d["ok"], d["failed"], d["sources"],
-                             d["seconds"], d["lag_s"], d.get("committed_at")))
+                             d["seconds"], d["lag_s"], d.get("committed_at"), d.get("plan_s"),
+                             d.get("tasks_s"), d.get("commit_s")))
     return out
 
 
